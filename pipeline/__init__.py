@@ -1,0 +1,1 @@
+"""koe (声): Japanese text dialogue corpora and sound collections to speech-model training data."""

@@ -1,0 +1,127 @@
+"""One shard job: its input rows, forward through every stage, into one committed shard.
+
+This is plain Python that tests call directly; executors (inline, Ray) only decide where it runs.
+For each row: adapter → speakable → speakers → render → sample JSON → tar member + manifest row.
+Every row ends in the manifest as written, rejected (with the reason) or failed (with the error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .audio import encode_flac
+from .corpora import ADAPTERS
+from .manifest import write_part
+from .recipe import Recipe
+from .records import Dialogue, ManifestRow, Rejected, SourceItem
+from .render import render_dialogue
+from .sample import build_sample_json
+from .shards import DoneRecord, Output, ShardWriter
+from .speakable import prepare_turns
+from .speakers import assign_speakers, load_bank
+from .tts import load_backend
+
+VOICED_ROLES = {"sft": ("user",)}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    index: int
+    name: str
+    items: tuple[SourceItem, ...]
+
+
+def sample_seed(recipe_seed: int, key: str) -> int:
+    """A per-sample seed for sampling backends: fixed by the recipe seed and the key."""
+    return int.from_bytes(hashlib.sha256(f"seed:{recipe_seed}:{key}".encode()).digest()[:4], "big")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class SampleMaker:
+    """Turns one `SourceItem` into tar members, holding what is loaded once per job."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.sources = {s.name: s for s in recipe.sources}
+        self.bank = load_bank(recipe.speakers.bank)
+        self.backend = load_backend(recipe.tts.backend, recipe.tts.options)
+        self.roles = VOICED_ROLES[recipe.kind]
+
+    def make(self, item: SourceItem) -> tuple[dict[str, bytes], ManifestRow]:
+        recipe = self.recipe
+        if item.reject_reason:
+            raise Rejected(item.reject_reason)
+        source = self.sources[item.source]
+        turns = ADAPTERS[source.adapter].turns(item.row)
+        dialogue = Dialogue(key=item.key, source=item.source, row_index=item.row_index, row_id=item.row_id, turns=turns)
+        prepare_turns(dialogue, self.roles, recipe.text.max_turn_chars)
+        speakers = assign_speakers(self.bank, item.key, recipe.seed)
+        voiced = {role: speakers[role] for role in self.roles}
+        seed = sample_seed(recipe.seed, item.key)
+        pcm = render_dialogue(
+            dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render.turn_gap_seconds
+        )
+        duration = pcm.size / recipe.tts.sample_rate
+        if duration > recipe.text.max_sample_seconds:
+            raise Rejected(f"too long ({duration:.1f} s > {recipe.text.max_sample_seconds} s)")
+        flac = encode_flac(pcm, recipe.tts.sample_rate)
+        document = build_sample_json(dialogue, recipe, source, voiced, pcm.size, self.backend.describe(), seed)
+        row = self._row(item, "written")
+        row.duration = round(duration, 6)
+        row.speakers = ",".join(s.id for s in voiced.values())
+        row.flac_sha256 = _sha256(flac)
+        row.json_sha256 = _sha256(document)
+        return {"flac": flac, "json": document}, row
+
+    def _row(self, item: SourceItem, status: str, **fields) -> ManifestRow:
+        return ManifestRow(
+            source=item.source, row_index=item.row_index, row_id=item.row_id, key=item.key, status=status, shard="", **fields
+        )
+
+
+def process_shard(
+    job: ShardJob,
+    recipe: Recipe,
+    output: Output,
+    on_row: Callable[[ManifestRow], None] | None = None,
+) -> DoneRecord:
+    """Render every row of `job` and commit its shard; returns the completion record."""
+    maker = SampleMaker(recipe)
+    writer = ShardWriter(output, job.name)
+    rows: list[ManifestRow] = []
+    try:
+        for item in job.items:
+            try:
+                members, row = maker.make(item)
+                writer.write(item.key, members)
+            except Rejected as rejected:
+                row = maker._row(item, "rejected", reason=rejected.reason)
+            except Exception as exc:  # one bad row never stops the shard
+                detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                row = maker._row(item, "failed", error=detail)
+            row.shard = job.name
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        tar_bytes, tar_sha = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    write_part(rows, output.part_path(job.name))
+    record = DoneRecord(
+        shard=job.name,
+        first_key=job.items[0].key if job.items else None,
+        rows=len(rows),
+        samples=writer.samples,
+        tar_bytes=tar_bytes,
+        tar_sha256=tar_sha,
+        recipe_fingerprint=recipe.fingerprint(),
+    )
+    record.write(output.done_path(job.name))
+    return record

@@ -1,0 +1,66 @@
+"""The manifest: one Parquet row per input item, whatever became of it.
+
+Each shard writes its part; the run's `manifest.parquet` is the parts in shard order. The
+invariant users rely on: inputs == written + rejected + failed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .records import ManifestRow
+from .shards import atomic_write_bytes
+
+SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("row_index", pa.int64()),
+        ("row_id", pa.string()),
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("shard", pa.string()),
+        ("reason", pa.string()),
+        ("error", pa.string()),
+        ("duration", pa.float64()),
+        ("speakers", pa.string()),
+        ("flac_sha256", pa.string()),
+        ("json_sha256", pa.string()),
+    ]
+)
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_part(rows: list[ManifestRow], path: Path) -> None:
+    _write_table(pa.Table.from_pylist([r.to_dict() for r in rows], schema=SCHEMA), path)
+
+
+def assemble(parts: list[Path], path: Path) -> pa.Table:
+    """Concatenate the shard parts, in the order given, into the run's manifest."""
+    tables = [pq.read_table(p, schema=SCHEMA) for p in parts]
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    _write_table(table, path)
+    return table
+
+
+def read_manifest(path: Path) -> pa.Table:
+    return pq.read_table(path, schema=SCHEMA)
+
+
+def status_counts(table: pa.Table) -> Counter:
+    return Counter(table.column("status").to_pylist())
+
+
+def reason_counts(table: pa.Table) -> Counter:
+    """Reject reasons without their row-specific detail (`turn 3: ...` → `...`)."""
+    reasons = [r.split(": ", 1)[-1] for r, s in zip(table.column("reason").to_pylist(), table.column("status").to_pylist()) if s == "rejected"]
+    return Counter(reasons)

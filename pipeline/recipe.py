@@ -1,0 +1,217 @@
+"""Recipes: YAML files validated once, at the edge, into typed config.
+
+Everything downstream receives a `Recipe` and trusts it. Every problem (an unknown key, a wrong
+type, a missing file) is reported in one `RecipeError` naming the file and the dotted key, before
+any work starts. `--set a.b=value` overrides are applied to the YAML before validation, so they are
+checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .keys import SOURCE_NAME_PATTERN
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message lists every problem with file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    return (base / value).resolve()
+
+
+class SourceConfig(_Strict):
+    """One input corpus: a local file/folder/glob, or a Hub dataset id at a pinned revision."""
+
+    name: str = Field(pattern=SOURCE_NAME_PATTERN, description="short name; the prefix of every key")
+    dataset: str = Field(description="local path (relative to the recipe) or Hub dataset id")
+    adapter: str = Field(description="which corpus schema the rows follow")
+    license: str
+    revision: str | None = Field(default=None, description="Hub commit or tag; required for Hub ids")
+    split: str = "train"
+    data_files: list[str] | None = Field(default=None, description="Hub only: files within the repo")
+    _local_path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, value: str) -> str:
+        from .corpora import ADAPTERS
+
+        if value not in ADAPTERS:
+            raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(ADAPTERS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _locate(self, info: ValidationInfo) -> "SourceConfig":
+        local = _resolve_path(self.dataset, info)
+        if local.exists():
+            self._local_path = local
+            return self
+        if HUB_ID.match(self.dataset) and not self.dataset.startswith((".", "/")):
+            if not self.revision:
+                raise ValueError(
+                    f"dataset {self.dataset!r} is a Hub id: pin it with 'revision' (a commit sha or tag)"
+                )
+            return self
+        raise ValueError(f"dataset file not found: {local}")
+
+    @property
+    def local_path(self) -> Path | None:
+        """The resolved local copy, or None for a Hub dataset."""
+        return self._local_path
+
+
+class SpeakersConfig(_Strict):
+    bank: Path = Field(description="speaker bank YAML (relative to the recipe)")
+
+    @field_validator("bank", mode="before")
+    @classmethod
+    def _bank_exists(cls, value: Any, info: ValidationInfo) -> Path:
+        path = _resolve_path(str(value), info)
+        if not path.is_file():
+            raise ValueError(f"speaker bank not found: {path}")
+        return path
+
+
+class TextConfig(_Strict):
+    max_turn_chars: int = Field(default=600, gt=0, description="longer spoken turns are rejected")
+    max_sample_seconds: float = Field(default=120.0, gt=0, description="longer samples are rejected")
+
+
+class TTSConfig(_Strict):
+    backend: str = "openjtalk"
+    sample_rate: int = Field(default=24000, ge=8000, le=48000)
+    options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
+
+    @model_validator(mode="after")
+    def _known_backend(self) -> "TTSConfig":
+        from .tts import backend_options
+
+        object.__setattr__(self, "options", backend_options(self.backend, self.options))
+        return self
+
+
+class RenderConfig(_Strict):
+    turn_gap_seconds: float = Field(default=0.5, ge=0, description="silence between spoken turns")
+
+
+class OutputConfig(_Strict):
+    rows_per_shard: int = Field(default=1000, gt=0, description="input rows per shard (the unit of completion)")
+
+
+class ExecutionConfig(_Strict):
+    cpus_per_task: float = Field(default=1.0, gt=0)
+    max_tasks_in_flight: int | None = Field(default=None, gt=0, description="default: 2 per CPU")
+    max_attempts: int = Field(default=3, gt=0, description="tries of a failing shard task")
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=SOURCE_NAME_PATTERN)
+    kind: Literal["sft"] = "sft"
+    seed: int = 0
+    sources: list[SourceConfig] = Field(min_length=1)
+    speakers: SpeakersConfig
+    text: TextConfig = TextConfig()
+    tts: TTSConfig = TTSConfig()
+    render: RenderConfig = RenderConfig()
+    output: OutputConfig = OutputConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> "Recipe":
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+    def fingerprint(self) -> str:
+        """Digest of everything that shapes the output (not where it runs)."""
+        content = self.model_dump(mode="json", exclude={"execution"})
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. tts.sample_rate=16000")
+    dotted, raw = text.split("=", 1)
+    return dotted.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:
+    """Set `a.b.0.c=value` paths in the raw recipe; list items are addressed by index."""
+    for text in overrides:
+        path, value = _parse_override(text)
+        node: Any = data
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            where = ".".join(path[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"{origin}: --set {text!r}: no list item {where}")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise RecipeError(f"{origin}: --set {text!r}: {where} is not a mapping")
+    return data
+
+
+def _format_errors(origin: str, error: ValidationError) -> str:
+    lines = [f"{origin}: invalid recipe ({error.error_count()} problem(s)):"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    origin = str(path)
+    if not path.is_file():
+        raise RecipeError(f"{origin}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: a recipe is a YAML mapping at the top level")
+    data = apply_overrides(data, overrides or [], origin)
+    try:
+        return Recipe.model_validate(data, context={"base_dir": path.parent.resolve()})
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(origin, exc)) from None

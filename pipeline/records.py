@@ -1,0 +1,86 @@
+"""Plain typed records that flow between stages.
+
+One dialogue travels forward through them: a `SourceItem` (the corpus row as written) becomes a
+`Dialogue` (adapter), its spoken turns get `spoken_text`/`tts_text` (speakable), speakers are
+assigned, the audio is rendered, and the result is a tar member plus a `ManifestRow`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+Status = Literal["written", "rejected", "failed"]
+
+
+class Rejected(Exception):
+    """A row that cannot become a sample; `reason` goes to the manifest as written."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One corpus row exactly as read, with its position in the run's input order."""
+
+    source: str  # the recipe's source name
+    row_index: int  # 0-based position within that source
+    row: dict[str, Any]
+    key: str  # stable sample key, see pipeline.keys
+    row_id: str
+    reject_reason: str | None = None  # known before any work: unreadable line, duplicate id
+
+
+@dataclass
+class Turn:
+    role: Literal["user", "assistant"]
+    text: str  # the original text, untouched
+    spoken_text: str | None = None  # what a person would say (speakable stage)
+    tts_text: str | None = None  # exactly what the TTS backend is asked to say
+    speaker: str | None = None
+    start: float | None = None  # seconds into the sample's FLAC
+    end: float | None = None
+
+
+@dataclass
+class Dialogue:
+    """A corpus row reduced to what koe needs: ordered turns plus source facts."""
+
+    key: str
+    source: str
+    row_index: int
+    row_id: str
+    turns: list[Turn]
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific text kept in the JSON
+
+    def spoken_turns(self, roles: tuple[str, ...]) -> list[Turn]:
+        return [t for t in self.turns if t.role in roles]
+
+
+@dataclass
+class ManifestRow:
+    """One row per input item; `inputs == written + rejected + failed` always holds."""
+
+    source: str
+    row_index: int
+    row_id: str
+    key: str
+    status: Status
+    shard: str
+    reason: str | None = None  # rejected: why
+    error: str | None = None  # failed: the exception
+    duration: float | None = None  # seconds of audio in the sample
+    speakers: str | None = None  # comma-separated speaker ids, voiced roles only
+    flac_sha256: str | None = None
+    json_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+MANIFEST_COLUMNS = [f.name for f in dataclasses.fields(ManifestRow)]

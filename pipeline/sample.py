@@ -1,0 +1,108 @@
+"""The sample contract: every sample is exactly `<key>.flac` + `<key>.json`.
+
+This module builds the JSON and states what `koe validate` checks in it, so the format has one
+home. Bump `SCHEMA_VERSION` on any change users would notice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .records import SCHEMA_VERSION, Dialogue
+from .recipe import Recipe, SourceConfig
+from .speakers import Speaker
+
+MEMBERS = ("flac", "json")
+REQUIRED_FIELDS = ("schema_version", "key", "kind", "recipe", "source", "speakers", "audio", "turns", "render")
+
+
+def _turn_record(turn) -> dict[str, Any]:
+    record: dict[str, Any] = {"role": turn.role, "text": turn.text}
+    if turn.spoken_text is not None:
+        record.update(
+            spoken_text=turn.spoken_text,
+            tts_text=turn.tts_text,
+            speaker=turn.speaker,
+            start=turn.start,
+            end=turn.end,
+        )
+    return record
+
+
+def _voice_record(role: str, speaker: Speaker, backend: str) -> dict[str, Any]:
+    """How a speaker's voice was made; a list of these keeps the JSON's fields fixed per recipe."""
+    record: dict[str, Any] = {"role": role, "speaker": speaker.id, "name": speaker.name}
+    if backend == "openjtalk":
+        record.update(speaker.openjtalk.model_dump())
+    else:
+        record["reference_audio"] = speaker.reference_audio.name if speaker.reference_audio else ""
+    return record
+
+
+def build_sample_json(
+    dialogue: Dialogue,
+    recipe: Recipe,
+    source: SourceConfig,
+    voiced: dict[str, Speaker],
+    num_samples: int,
+    backend_info: dict[str, Any],
+    sample_seed: int,
+) -> bytes:
+    rate = recipe.tts.sample_rate
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "key": dialogue.key,
+        "kind": recipe.kind,
+        "recipe": recipe.name,
+        "source": {
+            "name": source.name,
+            "dataset": source.dataset,
+            "revision": source.revision or "",  # empty for a local copy; a string keeps one type per field
+            "split": source.split,
+            "row_id": dialogue.row_id,
+            "row_index": dialogue.row_index,
+            "license": source.license,
+        },
+        "speakers": {role: speaker.id for role, speaker in voiced.items()},
+        "audio": {
+            "sample_rate": rate,
+            "channels": 1,
+            "num_samples": num_samples,
+            "duration": round(num_samples / rate, 6),
+        },
+        "turns": [_turn_record(t) for t in dialogue.turns],
+        **dialogue.extra,
+        "render": {
+            "backend": recipe.tts.backend,
+            **backend_info,
+            "options": recipe.tts.options,
+            "seed": sample_seed,
+            "turn_gap_seconds": recipe.render.turn_gap_seconds,
+            "voices": [_voice_record(role, speaker, recipe.tts.backend) for role, speaker in voiced.items()],
+        },
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: int, frames: int) -> list[str]:
+    """Problems in one sample's JSON against its decoded FLAC; empty when it is sound."""
+    missing = [f for f in REQUIRED_FIELDS if f not in document]
+    if missing:
+        return [f"json lacks {', '.join(missing)}"]
+    problems = []
+    if document["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version {document['schema_version']} != {SCHEMA_VERSION}")
+    if document["key"] != key:
+        problems.append(f"json key {document['key']!r} != member key")
+    audio = document["audio"]
+    if (audio.get("channels"), audio.get("sample_rate"), audio.get("num_samples")) != (channels, rate, frames):
+        problems.append(
+            f"audio header says {audio.get('channels')}ch/{audio.get('sample_rate')}Hz/{audio.get('num_samples')} frames, "
+            f"FLAC has {channels}ch/{rate}Hz/{frames} frames"
+        )
+    duration = frames / rate
+    for number, turn in enumerate(document["turns"], start=1):
+        if "start" in turn and not (0 <= turn["start"] < turn["end"] <= duration + 1e-6):
+            problems.append(f"turn {number} offsets {turn['start']}..{turn['end']} outside 0..{duration:.3f}s")
+    return problems

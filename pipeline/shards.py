@@ -1,0 +1,129 @@
+"""Shards: deterministic WebDataset tars, written under a temporary name and committed whole.
+
+A shard is the unit of completion (as a datatrove task is): its tar and its manifest part become
+visible only when complete, and a `done` record, written last, marks it finished. Tar members
+carry fixed metadata so that the same samples always give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+TAR_OWNER = "koe"
+TAR_MODE = 0o444
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a run writes: shards for users, `_state/` for resume bookkeeping."""
+
+    root: Path
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "_state"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def run_path(self) -> Path:
+        return self.root / "run.json"
+
+    def tar_path(self, shard: str) -> Path:
+        return self.shards_dir / f"{shard}.tar"
+
+    def part_path(self, shard: str) -> Path:
+        return self.state_dir / f"{shard}.manifest.parquet"
+
+    def done_path(self, shard: str) -> Path:
+        return self.state_dir / f"{shard}.done.json"
+
+    def prepare(self) -> None:
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class DoneRecord:
+    shard: str
+    first_key: str | None
+    rows: int
+    samples: int
+    tar_bytes: int
+    tar_sha256: str
+    recipe_fingerprint: str
+
+    @classmethod
+    def read(cls, path: Path) -> "DoneRecord":
+        return cls(**json.loads(path.read_text()))
+
+    def write(self, path: Path) -> None:
+        atomic_write_bytes(path, json.dumps(asdict(self), indent=1).encode())
+
+
+def shard_name(recipe_name: str, index: int) -> str:
+    return f"{recipe_name}-{index:06d}"
+
+
+class ShardWriter:
+    """Writes samples into `<shard>.tar` via a hidden partial file; `commit` makes it visible."""
+
+    def __init__(self, output: Output, shard: str):
+        self.final = output.tar_path(shard)
+        self.partial = self.final.with_name(f".{self.final.name}.partial")
+        self._file = open(self.partial, "wb")
+        self._tar = wds.TarWriter(self._file, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, mtime=0)
+        self.samples = 0
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        self._tar.write({"__key__": key, **members})
+        self.samples += 1
+
+    def commit(self) -> tuple[int, str]:
+        """Close, fsync and rename into place; returns the tar's size and sha256."""
+        self._tar.close()  # closes the file too
+        with open(self.partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.partial, self.final)
+        return self.final.stat().st_size, file_sha256(self.final)
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+        finally:
+            self.partial.unlink(missing_ok=True)
+
+
+def read_tar_samples(path: Path) -> Any:
+    """Samples of one shard as WebDataset groups them: dicts of `__key__` and member bytes."""
+    return wds.WebDataset(str(path), shardshuffle=False, empty_check=False)

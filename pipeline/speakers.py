@@ -1,0 +1,77 @@
+"""The speaker bank and deterministic speaker assignment.
+
+The bank is a YAML manifest of reference speakers. Neural backends clone `reference_audio` with
+its `transcript`; the embedded OpenJTalk backend has one HTS voice, so each speaker also carries an
+`openjtalk` variant (pitch and speed) that makes it audibly distinct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .keys import KEY_PATTERN
+
+
+class OpenJTalkVoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    half_tone: float = Field(default=0.0, ge=-12, le=12, description="pitch shift in semitones")
+    speed: float = Field(default=1.0, gt=0.5, lt=2.0)
+
+
+class Speaker(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=KEY_PATTERN.pattern)
+    name: str
+    gender: str
+    age_band: str
+    reference_audio: Path | None = None  # resolved against the bank file's folder
+    transcript: str | None = None
+    license: str
+    source: str
+    openjtalk: OpenJTalkVoice = OpenJTalkVoice()
+
+
+class SpeakerBank(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    speakers: list[Speaker] = Field(min_length=2)
+
+    def by_id(self, speaker_id: str) -> Speaker:
+        for speaker in self.speakers:
+            if speaker.id == speaker_id:
+                return speaker
+        raise KeyError(speaker_id)
+
+
+def load_bank(path: Path) -> SpeakerBank:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        bank = SpeakerBank.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ValueError(f"{path}: invalid speaker bank: {exc}") from None
+    ids = [s.id for s in bank.speakers]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path}: speaker ids must be unique")
+    resolved = [
+        s.model_copy(update={"reference_audio": (path.parent / s.reference_audio).resolve()})
+        if s.reference_audio
+        else s
+        for s in bank.speakers
+    ]
+    return SpeakerBank(speakers=resolved)
+
+
+def assign_speakers(bank: SpeakerBank, key: str, seed: int) -> dict[str, Speaker]:
+    """User and assistant voices from key and seed alone: stable under resume and regeneration.
+
+    The user is uniform over the bank and the assistant uniform over the others, so the two never
+    share a voice and every speaker gets an equal share in expectation.
+    """
+    n = len(bank.speakers)
+    draw = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
+    user = draw % n
+    assistant = (user + 1 + (draw // n) % (n - 1)) % n
+    return {"user": bank.speakers[user], "assistant": bank.speakers[assistant]}

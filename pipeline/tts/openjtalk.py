@@ -1,0 +1,44 @@
+"""Embedded offline TTS: OpenJTalk with its HTS voice (pyopenjtalk-plus).
+
+It ships its dictionary and one voice ("mei", CC BY 3.0), needs no GPU and no network, and is
+deterministic. The bank's 20 speakers are pitch/speed variants of that one voice.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..speakers import Speaker
+
+INT16_SCALE = 32768.0
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_chars: int = Field(default=200, gt=0, description="longest text per synthesis call")
+
+
+class Backend:
+    name = "openjtalk"
+    sample_rate = 48000
+
+    def __init__(self, max_chars: int):
+        import pyopenjtalk
+
+        self._pyopenjtalk = pyopenjtalk
+        self.max_chars = max_chars
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": f"pyopenjtalk-plus {version('pyopenjtalk-plus')} (HTS voice mei)"}
+
+    def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
+        voice = speaker.openjtalk
+        samples, rate = self._pyopenjtalk.tts(text, speed=voice.speed, half_tone=voice.half_tone)
+        if rate != self.sample_rate:
+            raise RuntimeError(f"pyopenjtalk returned {rate} Hz, expected {self.sample_rate} Hz")
+        # Samples are on an int16 scale and HTS peaks can overshoot it: clip before scaling.
+        return (np.clip(samples, -INT16_SCALE, INT16_SCALE - 1) / INT16_SCALE).astype(np.float32)

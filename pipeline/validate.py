@@ -1,0 +1,129 @@
+"""`koe validate`: re-read every shard as users will and reconcile it with the manifest.
+
+Shards are read with the `webdataset` library itself, every FLAC is decoded, and each sample is
+checked against its manifest row (key, shard, duration, checksums) and its own JSON. The manifest
+must account for every input: inputs == written + rejected + failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import decode_flac
+from .keys import is_valid_key
+from .manifest import read_manifest
+from .sample import MEMBERS, check_sample_json
+from .shards import DoneRecord, Output, file_sha256, read_tar_samples
+
+STATUSES = {"written", "rejected", "failed"}
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    shards: int = 0
+    samples: int = 0
+    audio_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check_manifest(table, report: Report) -> dict[str, dict]:
+    rows = table.to_pylist()
+    written: dict[str, dict] = {}
+    keys_seen: set[str] = set()
+    for row in rows:
+        where = f"manifest row {row['source']}#{row['row_index']}"
+        if row["status"] not in STATUSES:
+            report.problems.append(f"{where}: unknown status {row['status']!r}")
+        if row["key"] in keys_seen:
+            report.problems.append(f"{where}: duplicate key {row['key']}")
+        keys_seen.add(row["key"])
+        if not is_valid_key(row["key"] or ""):
+            report.problems.append(f"{where}: key {row['key']!r} has characters outside [A-Za-z0-9_-]")
+        if row["status"] == "rejected" and not row["reason"]:
+            report.problems.append(f"{where}: rejected without a reason")
+        if row["status"] == "failed" and not row["error"]:
+            report.problems.append(f"{where}: failed without an error")
+        if row["status"] == "written":
+            written[row["key"]] = row
+    return written
+
+
+def _check_shard(tar: Path, written: dict[str, dict], found: set[str], report: Report) -> None:
+    shard = tar.stem
+    try:
+        for sample in read_tar_samples(tar):
+            key = sample["__key__"]
+            where = f"{tar.name}: {key}"
+            members = tuple(sorted(k for k in sample if not k.startswith("__")))
+            if members != tuple(sorted(MEMBERS)):
+                report.problems.append(f"{where}: members {members}, expected {MEMBERS}")
+                continue
+            if key in found:
+                report.problems.append(f"{where}: sample appears more than once")
+            found.add(key)
+            row = written.get(key)
+            if row is None:
+                report.problems.append(f"{where}: not in the manifest as written")
+                continue
+            if row["shard"] != shard:
+                report.problems.append(f"{where}: manifest places it in shard {row['shard']}")
+            if hashlib.sha256(sample["flac"]).hexdigest() != row["flac_sha256"]:
+                report.problems.append(f"{where}: FLAC checksum differs from the manifest")
+            if hashlib.sha256(sample["json"]).hexdigest() != row["json_sha256"]:
+                report.problems.append(f"{where}: JSON checksum differs from the manifest")
+            try:
+                audio, rate = decode_flac(sample["flac"])
+            except Exception as exc:
+                report.problems.append(f"{where}: FLAC does not decode ({exc})")
+                continue
+            frames, channels = audio.shape
+            if abs(frames / rate - (row["duration"] or 0.0)) > 1.0 / rate:
+                report.problems.append(f"{where}: {frames / rate:.3f} s of audio, manifest says {row['duration']}")
+            try:
+                document = json.loads(sample["json"])
+            except ValueError as exc:
+                report.problems.append(f"{where}: JSON does not parse ({exc})")
+                continue
+            report.problems.extend(f"{where}: {p}" for p in check_sample_json(document, key, channels, rate, frames))
+            report.samples += 1
+            report.audio_seconds += frames / rate
+    except Exception as exc:  # a truncated or garbled tar
+        report.problems.append(f"{tar.name}: unreadable tar ({type(exc).__name__}: {exc})")
+
+
+def validate_output(directory: Path) -> Report:
+    output = Output(Path(directory))
+    report = Report()
+    if not output.manifest_path.is_file():
+        report.problems.append(f"{output.manifest_path}: missing (was the run finished?)")
+        return report
+    table = read_manifest(output.manifest_path)
+    written = _check_manifest(table, report)
+    shard_names = sorted({row["shard"] for row in written.values()})
+    tars = sorted(output.shards_dir.glob("*.tar"))
+    on_disk = {t.stem for t in tars}
+    for extra in sorted(on_disk - set(table.column("shard").to_pylist())):
+        report.problems.append(f"{extra}.tar: shard not referenced by the manifest")
+    for missing in sorted(set(shard_names) - on_disk):
+        report.problems.append(f"{missing}.tar: in the manifest but missing from {output.shards_dir}")
+    found: set[str] = set()
+    for tar in tars:
+        report.shards += 1
+        done = output.done_path(tar.stem)
+        if done.is_file():
+            record = DoneRecord.read(done)
+            if file_sha256(tar) != record.tar_sha256:
+                report.problems.append(f"{tar.name}: checksum differs from its completion record")
+        else:
+            report.problems.append(f"{tar.name}: no completion record")
+        _check_shard(tar, written, found, report)
+    for key in sorted(set(written) - found):
+        report.problems.append(f"{key}: written in the manifest but missing from shard {written[key]['shard']}")
+    return report

@@ -1,0 +1,65 @@
+"""Shared fixtures: the repo's demo recipe, small recipes written per test, and one demo run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_RECIPE = REPO / "recipes" / "demo.yaml"
+BANK = REPO / "speakers" / "bank.yaml"
+
+
+def koe(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"koe {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def make_recipe(tmp_path):
+    """Write a recipe (and its corpus) into tmp_path; returns the recipe path."""
+
+    def make(rows: list | None = None, adapter: str = "magpie", **sections) -> Path:
+        corpus = write_jsonl(tmp_path / "corpus.jsonl", rows if rows is not None else [])
+        recipe = {
+            "name": "t",
+            "kind": "sft",
+            "seed": 7,
+            "sources": [{"name": "src", "dataset": str(corpus), "adapter": adapter, "license": "apache-2.0"}],
+            "speakers": {"bank": str(BANK)},
+            "output": {"rows_per_shard": 3},
+        }
+        recipe.update(sections)
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_output(tmp_path_factory) -> Path:
+    """The README's demo, run once through the real CLI on local Ray with real OpenJTalk."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    koe("run", str(DEMO_RECIPE), "--output", str(out), "--no-progress")
+    return out
+
+
+@pytest.fixture
+def demo_copy(demo_output, tmp_path) -> Path:
+    """A private copy of the demo output that a test may damage."""
+    return Path(shutil.copytree(demo_output, tmp_path / "copy"))

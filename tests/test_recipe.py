@@ -1,0 +1,91 @@
+import pytest
+
+from pipeline.recipe import RecipeError, load_recipe
+from tests.conftest import DEMO_RECIPE
+
+
+def test_demo_recipe_is_valid():
+    recipe = load_recipe(DEMO_RECIPE)
+    assert recipe.name == "demo"
+    assert [s.name for s in recipe.sources] == ["magpie", "automultiturn"]
+    assert all(s.local_path and s.local_path.is_file() for s in recipe.sources)
+
+
+def test_unknown_key_is_named_with_the_file(make_recipe):
+    path = make_recipe(tts={"backend": "openjtalk", "sampel_rate": 16000})
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert str(path) in str(error.value)
+    assert "tts.sampel_rate: unknown key" in str(error.value)
+
+
+def test_wrong_type_is_named(make_recipe):
+    with pytest.raises(RecipeError, match=r"output\.rows_per_shard"):
+        load_recipe(make_recipe(output={"rows_per_shard": "many"}))
+
+
+def test_all_problems_are_reported_at_once(make_recipe):
+    path = make_recipe(output={"rows_per_shard": 0}, render={"turn_gap": 1})
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert "output.rows_per_shard" in message and "render.turn_gap: unknown key" in message
+
+
+def test_missing_corpus_file_is_named(make_recipe, tmp_path):
+    path = make_recipe()
+    (tmp_path / "corpus.jsonl").unlink()
+    with pytest.raises(RecipeError, match=r"sources\.0: dataset file not found: .*corpus\.jsonl"):
+        load_recipe(path)
+
+
+def test_missing_speaker_bank_is_named(make_recipe):
+    with pytest.raises(RecipeError, match=r"speakers\.bank: speaker bank not found"):
+        load_recipe(make_recipe(speakers={"bank": "nowhere/bank.yaml"}))
+
+
+def test_hub_dataset_needs_a_pinned_revision(make_recipe):
+    path = make_recipe()
+    with pytest.raises(RecipeError, match="pin it with 'revision'"):
+        load_recipe(path, ["sources.0.dataset=llm-jp/magpie-sft-v1.0"])
+    recipe = load_recipe(path, ["sources.0.dataset=llm-jp/magpie-sft-v1.0", "sources.0.revision=abc123"])
+    assert recipe.sources[0].local_path is None
+
+
+def test_unknown_adapter_and_backend(make_recipe):
+    with pytest.raises(RecipeError, match=r"sources\.0\.adapter: unknown adapter 'nope'"):
+        load_recipe(make_recipe(adapter="nope"))
+    with pytest.raises(RecipeError, match=r"tts: unknown TTS backend 'espeak'"):
+        load_recipe(make_recipe(tts={"backend": "espeak"}))
+    with pytest.raises(RecipeError, match=r"options\.voice: unknown key"):
+        load_recipe(make_recipe(tts={"backend": "openjtalk", "options": {"voice": "x"}}))
+
+
+def test_set_overrides_with_typed_values(make_recipe):
+    recipe = load_recipe(make_recipe(), ["tts.sample_rate=16000", "seed=99", "render.turn_gap_seconds=0.25"])
+    assert recipe.tts.sample_rate == 16000 and recipe.seed == 99 and recipe.render.turn_gap_seconds == 0.25
+
+
+def test_set_is_validated_like_the_file(make_recipe):
+    with pytest.raises(RecipeError, match=r"tts\.sample_rat: unknown key"):
+        load_recipe(make_recipe(), ["tts.sample_rat=16000"])
+    with pytest.raises(RecipeError, match="expected KEY=VALUE"):
+        load_recipe(make_recipe(), ["seed"])
+    with pytest.raises(RecipeError, match=r"no list item sources\.5"):
+        load_recipe(make_recipe(), ["sources.5.name=x"])
+
+
+def test_not_a_recipe(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(RecipeError, match="YAML mapping"):
+        load_recipe(bad)
+
+
+def test_fingerprint_ignores_execution_but_not_content(make_recipe):
+    path = make_recipe()
+    base = load_recipe(path).fingerprint()
+    assert load_recipe(path, ["execution.cpus_per_task=2"]).fingerprint() == base
+    assert load_recipe(path, ["seed=8"]).fingerprint() != base
