@@ -21,9 +21,8 @@ from .shards import DoneRecord, Output
 
 @dataclass
 class Callbacks:
-    on_row: Callable[[ManifestRow], None]
-    on_done: Callable[[ShardJob, DoneRecord], None]
-    on_failed: Callable[[ShardJob, str], None]
+    on_row: Callable[[ManifestRow], None]  # a row finished (progress)
+    on_failed: Callable[[ShardJob, str], None]  # a shard task failed every attempt
 
 
 class InlineExecutor:
@@ -32,11 +31,9 @@ class InlineExecutor:
     def run(self, jobs: Iterable[ShardJob], recipe: Recipe, output: Output, callbacks: Callbacks) -> None:
         for job in jobs:
             try:
-                record = process_shard(job, recipe, output, callbacks.on_row)
+                process_shard(job, recipe, output, callbacks.on_row)
             except Exception as exc:
                 callbacks.on_failed(job, f"{type(exc).__name__}: {exc}")
-            else:
-                callbacks.on_done(job, record)
 
 
 def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox) -> DoneRecord:
@@ -110,11 +107,9 @@ class RayExecutor:
             for ref in finished:
                 job = in_flight.pop(ref)
                 try:
-                    record = ray.get(ref)
+                    ray.get(ref)
                 except Exception as exc:  # the task failed every attempt
                     callbacks.on_failed(job, f"{type(exc).__name__}: {exc}".splitlines()[0])
-                else:
-                    callbacks.on_done(job, record)
         drain()
 
 

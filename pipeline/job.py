@@ -43,6 +43,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def manifest_row(item: SourceItem, shard: str, status: str, **fields) -> ManifestRow:
+    return ManifestRow(item.source, item.row_index, item.row_id, item.key, status, shard, **fields)
+
+
 class SampleMaker:
     """Turns one `SourceItem` into tar members, holding what is loaded once per job."""
 
@@ -53,7 +57,7 @@ class SampleMaker:
         self.backend = load_backend(recipe.tts.backend, recipe.tts.options)
         self.roles = VOICED_ROLES[recipe.kind]
 
-    def make(self, item: SourceItem) -> tuple[dict[str, bytes], ManifestRow]:
+    def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         recipe = self.recipe
         if item.reject_reason:
             raise Rejected(item.reject_reason)
@@ -72,17 +76,16 @@ class SampleMaker:
             raise Rejected(f"too long ({duration:.1f} s > {recipe.text.max_sample_seconds} s)")
         flac = encode_flac(pcm, recipe.tts.sample_rate)
         document = build_sample_json(dialogue, recipe, source, voiced, pcm.size, self.backend.describe(), seed)
-        row = self._row(item, "written")
-        row.duration = round(duration, 6)
-        row.speakers = ",".join(s.id for s in voiced.values())
-        row.flac_sha256 = _sha256(flac)
-        row.json_sha256 = _sha256(document)
-        return {"flac": flac, "json": document}, row
-
-    def _row(self, item: SourceItem, status: str, **fields) -> ManifestRow:
-        return ManifestRow(
-            source=item.source, row_index=item.row_index, row_id=item.row_id, key=item.key, status=status, shard="", **fields
+        row = manifest_row(
+            item,
+            shard,
+            "written",
+            duration=round(duration, 6),
+            speakers=",".join(s.id for s in voiced.values()),
+            flac_sha256=_sha256(flac),
+            json_sha256=_sha256(document),
         )
+        return {"flac": flac, "json": document}, row
 
 
 def process_shard(
@@ -98,14 +101,13 @@ def process_shard(
     try:
         for item in job.items:
             try:
-                members, row = maker.make(item)
+                members, row = maker.make(item, job.name)
                 writer.write(item.key, members)
             except Rejected as rejected:
-                row = maker._row(item, "rejected", reason=rejected.reason)
+                row = manifest_row(item, job.name, "rejected", reason=rejected.reason)
             except Exception as exc:  # one bad row never stops the shard
                 detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                row = maker._row(item, "failed", error=detail)
-            row.shard = job.name
+                row = manifest_row(item, job.name, "failed", error=detail)
             rows.append(row)
             if on_row:
                 on_row(row)

@@ -7,6 +7,7 @@ invariant users rely on: inputs == written + rejected + failed.
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -60,7 +61,17 @@ def status_counts(table: pa.Table) -> Counter:
     return Counter(table.column("status").to_pylist())
 
 
+_ROW_DETAIL = [(re.compile(r" \(.*\)$"), ""), (re.compile(r"(?<=turn )\d+"), "N"), (re.compile(r"^duplicate id .*"), "duplicate id")]
+
+
 def reason_counts(table: pa.Table) -> Counter:
-    """Reject reasons without their row-specific detail (`turn 3: ...` → `...`)."""
-    reasons = [r.split(": ", 1)[-1] for r, s in zip(table.column("reason").to_pylist(), table.column("status").to_pylist()) if s == "rejected"]
-    return Counter(reasons)
+    """Reject reasons grouped without their row-specific detail (turn numbers, ids, sizes)."""
+    statuses = table.column("status").to_pylist()
+    reasons = table.column("reason").to_pylist()
+    counts: Counter = Counter()
+    for reason, status in zip(reasons, statuses):
+        if status == "rejected":
+            for pattern, replacement in _ROW_DETAIL:
+                reason = pattern.sub(replacement, reason)
+            counts[reason] += 1
+    return counts

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from .corpora import count_rows, iter_items
 from .executors import Callbacks
 from .job import ShardJob
-from .manifest import assemble, read_manifest, reason_counts, status_counts, write_part
+from .job import manifest_row
+from .manifest import assemble, reason_counts, status_counts, write_part
 from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output, atomic_write_bytes, shard_name
@@ -121,15 +122,9 @@ def run_recipe(
         summary.audio_hours += (row.duration or 0.0) / 3600
         bar.set_postfix_str(f"{summary.audio_hours:.3f} h audio", refresh=False)
 
-    def on_done(job: ShardJob, record: DoneRecord) -> None:
-        return None
-
     def on_failed(job: ShardJob, error: str) -> None:
         summary.shards_failed.append(job.name)
-        rows = [
-            ManifestRow(i.source, i.row_index, i.row_id, i.key, "failed", job.name, error=f"shard task failed: {error}")
-            for i in job.items
-        ]
+        rows = [manifest_row(item, job.name, "failed", error=f"shard task failed: {error}") for item in job.items]
         write_part(rows, output.part_path(job.name))
         bar.update(len(rows))
 
@@ -150,7 +145,7 @@ def run_recipe(
         json.dumps({"recipe_fingerprint": fingerprint, "state": "running"}, indent=1).encode(),
     )
     try:
-        executor.run(pending_jobs(), recipe, output, Callbacks(on_row, on_done, on_failed))
+        executor.run(pending_jobs(), recipe, output, Callbacks(on_row, on_failed))
     finally:
         bar.close()
     _remove_stale_shards(output, set(planned))
@@ -174,8 +169,3 @@ def _write_run_record(output: Output, recipe: Recipe, summary: RunSummary) -> No
         "shards_failed": summary.shards_failed,
     }
     atomic_write_bytes(output.run_path, json.dumps(record, indent=1, ensure_ascii=False).encode())
-
-
-def load_summary(output_dir: Path) -> dict:
-    table = read_manifest(Output(Path(output_dir)).manifest_path)
-    return {"inputs": table.num_rows, **status_counts(table)}
