@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .recipe import RecipeError, load_recipe
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="koe: Japanese speech training data from text corpora.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="koe: Japanese speech training data from text corpora."
+)
 
 
 def _fail(message: str) -> None:
@@ -20,13 +22,17 @@ def _fail(message: str) -> None:
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output folder (default: out/<recipe name>)")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N input rows")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="output folder (default: out/<recipe name>)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N input rows")] = None,
     ray_address: Annotated[
-        Optional[str], typer.Option(help="join a Ray cluster ('auto' or an address); default: start Ray locally")
+        str | None, typer.Option(help="join a Ray cluster ('auto' or an address); default: start Ray locally")
     ] = None,
     executor: Annotated[str, typer.Option(help="'ray' (default) or 'inline' (this process, for debugging)")] = "ray",
-    set_: Annotated[list[str], typer.Option("--set", help="override a recipe key: a.b=value (repeatable)")] = [],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a recipe key: a.b=value (repeatable)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="redo every shard, even over output of another recipe")] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
@@ -35,14 +41,17 @@ def run(
     from .run import OutputConflict, run_recipe
 
     try:
-        config = load_recipe(recipe, set_)
+        config = load_recipe(recipe, set_ or [])
         runner = make_executor(executor, ray_address)
-        summary = run_recipe(config, output or Path("out") / config.name, runner, limit=limit, force=force, show_progress=progress)
+        summary = run_recipe(
+            config, output or Path("out") / config.name, runner, limit=limit, force=force, show_progress=progress
+        )
     except (RecipeError, OutputConflict, ValueError) as exc:
         _fail(str(exc))
     result = summary.to_dict()
     typer.echo(
-        f"{result['inputs']} rows: {result['written']} written, {result['rejected']} rejected, {result['failed']} failed; "
+        f"{result['inputs']} rows: {result['written']} written, {result['rejected']} rejected, "
+        f"{result['failed']} failed; "
         f"{result['audio_hours'] * 3600:.1f} s of audio in {result['shards']} shard(s)"
     )
     for reason, count in result["rejects_by_reason"].items():
@@ -62,4 +71,6 @@ def validate(directory: Annotated[Path, typer.Argument(help="output folder of `k
         for problem in report.problems:
             typer.echo(f"  - {problem}", err=True)
         raise typer.Exit(code=1)
-    typer.echo(f"{directory}: OK, {report.samples} samples in {report.shards} shard(s), {report.audio_seconds:.1f} s of audio")
+    typer.echo(
+        f"{directory}: OK, {report.samples} samples in {report.shards} shard(s), {report.audio_seconds:.1f} s of audio"
+    )

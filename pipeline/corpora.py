@@ -60,7 +60,9 @@ class MagpieAdapter:
                 continue
             if role not in self.ROLES:
                 raise Rejected(f"turn {number} has unknown role {role!r}")
-            turns.append(Turn(role=self.ROLES[role], text=_text_field(message.get("content"), f"turn {number} content")))
+            turns.append(
+                Turn(role=self.ROLES[role], text=_text_field(message.get("content"), f"turn {number} content"))
+            )
         if not any(t.role == "user" for t in turns):
             raise Rejected("no user turn")
         return turns

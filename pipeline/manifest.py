@@ -61,7 +61,11 @@ def status_counts(table: pa.Table) -> Counter:
     return Counter(table.column("status").to_pylist())
 
 
-_ROW_DETAIL = [(re.compile(r" \(.*\)$"), ""), (re.compile(r"(?<=turn )\d+"), "N"), (re.compile(r"^duplicate id .*"), "duplicate id")]
+_ROW_DETAIL = [
+    (re.compile(r" \(.*\)$"), ""),
+    (re.compile(r"(?<=turn )\d+"), "N"),
+    (re.compile(r"^duplicate id .*"), "duplicate id"),
+]
 
 
 def reason_counts(table: pa.Table) -> Counter:
@@ -69,7 +73,7 @@ def reason_counts(table: pa.Table) -> Counter:
     statuses = table.column("status").to_pylist()
     reasons = table.column("reason").to_pylist()
     counts: Counter = Counter()
-    for reason, status in zip(reasons, statuses):
+    for reason, status in zip(reasons, statuses, strict=True):
         if status == "rejected":
             for pattern, replacement in _ROW_DETAIL:
                 reason = pattern.sub(replacement, reason)

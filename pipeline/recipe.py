@@ -66,16 +66,14 @@ class SourceConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _locate(self, info: ValidationInfo) -> "SourceConfig":
+    def _locate(self, info: ValidationInfo) -> SourceConfig:
         local = _resolve_path(self.dataset, info)
         if local.exists():
             self._local_path = local
             return self
         if HUB_ID.match(self.dataset) and not self.dataset.startswith((".", "/")):
             if not self.revision:
-                raise ValueError(
-                    f"dataset {self.dataset!r} is a Hub id: pin it with 'revision' (a commit sha or tag)"
-                )
+                raise ValueError(f"dataset {self.dataset!r} is a Hub id: pin it with 'revision' (a commit sha or tag)")
             return self
         raise ValueError(f"dataset file not found: {local}")
 
@@ -108,7 +106,7 @@ class TTSConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
 
     @model_validator(mode="after")
-    def _known_backend(self) -> "TTSConfig":
+    def _known_backend(self) -> TTSConfig:
         from .tts import backend_options
 
         object.__setattr__(self, "options", backend_options(self.backend, self.options))
@@ -142,7 +140,7 @@ class Recipe(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> "Recipe":
+    def _unique_source_names(self) -> Recipe:
         names = [s.name for s in self.sources]
         if len(names) != len(set(names)):
             raise ValueError(f"source names must be unique, got {names}")

@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from .corpora import count_rows, iter_items
 from .executors import Callbacks
-from .job import ShardJob
-from .job import manifest_row
+from .job import ShardJob, manifest_row
 from .manifest import assemble, reason_counts, status_counts, write_part
 from .recipe import Recipe
 from .records import ManifestRow

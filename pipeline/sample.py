@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .records import SCHEMA_VERSION, Dialogue
 from .recipe import Recipe, SourceConfig
+from .records import SCHEMA_VERSION, Dialogue
 from .speakers import Speaker
 
 MEMBERS = ("flac", "json")
@@ -98,7 +98,8 @@ def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: i
     audio = document["audio"]
     if (audio.get("channels"), audio.get("sample_rate"), audio.get("num_samples")) != (channels, rate, frames):
         problems.append(
-            f"audio header says {audio.get('channels')}ch/{audio.get('sample_rate')}Hz/{audio.get('num_samples')} frames, "
+            f"audio header says {audio.get('channels')}ch/{audio.get('sample_rate')}Hz/"
+            f"{audio.get('num_samples')} frames, "
             f"FLAC has {channels}ch/{rate}Hz/{frames} frames"
         )
     duration = frames / rate

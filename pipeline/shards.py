@@ -84,7 +84,7 @@ class DoneRecord:
     recipe_fingerprint: str
 
     @classmethod
-    def read(cls, path: Path) -> "DoneRecord":
+    def read(cls, path: Path) -> DoneRecord:
         return cls(**json.loads(path.read_text()))
 
     def write(self, path: Path) -> None:

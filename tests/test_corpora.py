@@ -12,7 +12,11 @@ def _turns(adapter, row):
 
 
 def test_magpie_rows():
-    row = {"id": "x", "conversations": [{"role": "user", "content": "質問"}, {"role": "assistant", "content": "答え"}], "extra": 1}
+    row = {
+        "id": "x",
+        "conversations": [{"role": "user", "content": "質問"}, {"role": "assistant", "content": "答え"}],
+        "extra": 1,
+    }
     assert _turns("magpie", row) == [("user", "質問"), ("assistant", "答え")]
     system = {"conversations": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]}
     assert _turns("magpie", system) == [("user", "q")]
@@ -39,7 +43,10 @@ def test_magpie_odd_rows_are_rejected(row, reason):
 def test_automultiturn_rows():
     row = {"q1": "一", "a1": "いち", "q2": "二", "a2": "に", "other": "ignored"}
     assert _turns("automultiturn", row) == [("user", "一"), ("assistant", "いち"), ("user", "二"), ("assistant", "に")]
-    assert _turns("automultiturn", {"q1": "一", "a1": "いち", "q2": "", "a2": ""}) == [("user", "一"), ("assistant", "いち")]
+    assert _turns("automultiturn", {"q1": "一", "a1": "いち", "q2": "", "a2": ""}) == [
+        ("user", "一"),
+        ("assistant", "いち"),
+    ]
     with pytest.raises(Rejected, match="missing column 'q1'"):
         ADAPTERS["automultiturn"].turns({"q1": None, "q2": "x"})
     with pytest.raises(Rejected, match="column q2 is int"):

@@ -17,7 +17,10 @@ from pipeline.validate import validate_output
 from tests.conftest import DEMO_RECIPE, koe
 
 DEMO_INPUT_LINES = sum(
-    1 for f in ("magpie_sft.jsonl", "automultiturn.jsonl") for line in open(DEMO_RECIPE.parent / "data" / "demo" / f) if line.strip()
+    1
+    for f in ("magpie_sft.jsonl", "automultiturn.jsonl")
+    for line in open(DEMO_RECIPE.parent / "data" / "demo" / f)
+    if line.strip()
 )
 
 
@@ -116,12 +119,16 @@ def test_rerun_skips_finished_shards_and_refuses_another_recipe(demo_copy):
     summary = run_recipe(load_recipe(DEMO_RECIPE), demo_copy, InlineExecutor(), show_progress=False)
     assert summary.shards_skipped == 5 and summary.inputs == DEMO_INPUT_LINES
     assert {p.name: p.stat().st_mtime_ns for p in (demo_copy / "shards").glob("*.tar")} == before
-    result = koe("run", str(DEMO_RECIPE), "--output", str(demo_copy), "--set", "seed=1", "--executor", "inline", check=False)
+    result = koe(
+        "run", str(DEMO_RECIPE), "--output", str(demo_copy), "--set", "seed=1", "--executor", "inline", check=False
+    )
     assert result.returncode == 2 and "different recipe" in result.stderr
 
 
 def test_limit_runs_the_first_rows(tmp_path):
-    result = koe("run", str(DEMO_RECIPE), "-o", str(tmp_path / "out"), "--limit", "3", "--executor", "inline", "--no-progress")
+    result = koe(
+        "run", str(DEMO_RECIPE), "-o", str(tmp_path / "out"), "--limit", "3", "--executor", "inline", "--no-progress"
+    )
     assert "3 rows: 3 written" in result.stdout
     assert validate_output(tmp_path / "out").ok
 

@@ -2,7 +2,10 @@ from pipeline.speakable import make_speakable, split_for_tts
 
 
 def test_markdown_code_and_urls_are_not_read_aloud():
-    text = "# 見出し\n\n**太字**と`code`です。\n- 項目一\n- 項目二\n\n```python\nprint(1)\n```\n詳しくは https://example.com を見てください。"
+    text = (
+        "# 見出し\n\n**太字**と`code`です。\n- 項目一\n- 項目二\n\n"
+        "```python\nprint(1)\n```\n詳しくは https://example.com を見てください。"
+    )
     spoken = make_speakable(text)
     assert "#" not in spoken and "*" not in spoken and "`" not in spoken and "http" not in spoken
     assert "print" not in spoken

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline.audio import to_int16
-from pipeline.render import render_turn
 from pipeline.records import Turn
+from pipeline.render import render_turn
 from pipeline.speakers import assign_speakers, load_bank
 from pipeline.tts import load_backend
 from tests.conftest import BANK
