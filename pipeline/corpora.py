@@ -11,8 +11,11 @@ from __future__ import annotations
 import glob
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .keys import sample_key
 from .records import Rejected, SourceItem, Turn
@@ -20,10 +23,58 @@ from .records import Rejected, SourceItem, Turn
 LINE_FORMATS = (".jsonl", ".json", ".ndjson")
 
 
-class Adapter(Protocol):
-    def row_id(self, row: dict[str, Any], row_index: int) -> str: ...
+class ColumnMapping(BaseModel):
+    """Where a corpus keeps its turns. Every seed corpus is one preset; `generic` takes the user's own.
 
-    def turns(self, row: dict[str, Any]) -> list[Turn]: ...
+    Exactly one of `messages` (a list of {role, content} mappings), `prompt` (one user turn, with an
+    optional `response`) or `numbered_prompt` (flat `q1`, `a1`, `q2`, ... columns) says where turns are.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str | None = Field(default="id", description="column with the row id; rows without one use their index")
+    messages: str | None = None
+    role_key: str = "role"
+    content_key: str = "content"
+    prompt: str | None = None
+    response: str | None = None
+    numbered_prompt: str | None = Field(default=None, description="e.g. 'q{n}', n = 1, 2, ...")
+    numbered_response: str | None = Field(default=None, description="e.g. 'a{n}'")
+    chosen: str | None = Field(default=None, description="DPO: the preferred reply")
+    rejected: str | None = Field(default=None, description="DPO: the dispreferred reply")
+
+    @model_validator(mode="after")
+    def _one_turn_layout(self) -> ColumnMapping:
+        layouts = [name for name in ("messages", "prompt", "numbered_prompt") if getattr(self, name)]
+        if len(layouts) != 1:
+            raise ValueError(f"set exactly one of messages, prompt, numbered_prompt (got {layouts or 'none'})")
+        if self.numbered_prompt and "{n}" not in self.numbered_prompt:
+            raise ValueError("numbered_prompt needs '{n}' where the turn number goes")
+        return self
+
+
+ADAPTERS: dict[str, ColumnMapping | None] = {
+    # llm-jp/magpie-sft-v1.0: id, conversations = [{role, content}]
+    "magpie": ColumnMapping(messages="conversations"),
+    # kanhatakeyama/AutoMultiTurnByCalm3-22B: q1, a1, q2, a2 (no id column)
+    "automultiturn": ColumnMapping(numbered_prompt="q{n}", numbered_response="a{n}"),
+    # llm-jp/hh-rlhf-12k-ja: conversations = [{from, value}], chosen and rejected final replies
+    "hh_rlhf": ColumnMapping(
+        messages="conversations", role_key="from", content_key="value", chosen="chosen", rejected="rejected"
+    ),
+    # cyberagent/chatbot-arena-ja-calm2-7b-chat-experimental: prompt, chosen, rejected (single turn)
+    "chatbot_arena": ColumnMapping(prompt="prompt", chosen="chosen", rejected="rejected"),
+    # any local JSONL/Parquet: the recipe's `columns` say where things are
+    "generic": None,
+}
+
+ROLES = {
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+}
 
 
 def _text_field(value: Any, where: str) -> str:
@@ -38,62 +89,77 @@ def _column(row: dict[str, Any], name: str) -> Any:
     return row[name]
 
 
-class MagpieAdapter:
-    """llm-jp/magpie-sft-v1.0: `id`, `conversations` = [{role, content}, ...]."""
+@dataclass
+class ParsedRow:
+    turns: list[Turn]
+    chosen: str | None = None
+    rejected: str | None = None
 
-    ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
+
+class Adapter:
+    """Reads turns (and DPO replies) out of a row as its `ColumnMapping` says; odd rows are rejected."""
+
+    def __init__(self, mapping: ColumnMapping):
+        self.mapping = mapping
 
     def row_id(self, row: dict[str, Any], row_index: int) -> str:
-        value = row.get("id")
+        value = row.get(self.mapping.id) if self.mapping.id else None
         return str(value) if value not in (None, "") else f"row{row_index}"
 
-    def turns(self, row: dict[str, Any]) -> list[Turn]:
-        conversations = _column(row, "conversations")
-        if not isinstance(conversations, list) or not conversations:
-            raise Rejected("column 'conversations' is not a non-empty list")
-        turns = []
-        for number, message in enumerate(conversations, start=1):
-            if not isinstance(message, dict):
-                raise Rejected(f"turn {number} is {type(message).__name__}, expected a mapping")
-            role = message.get("role")
-            if role == "system":
-                continue
-            if role not in self.ROLES:
-                raise Rejected(f"turn {number} has unknown role {role!r}")
-            turns.append(
-                Turn(role=self.ROLES[role], text=_text_field(message.get("content"), f"turn {number} content"))
-            )
+    def parse(self, row: dict[str, Any]) -> ParsedRow:
+        m = self.mapping
+        if m.messages:
+            turns = self._message_turns(row)
+        elif m.prompt:
+            turns = [Turn("user", _text_field(_column(row, m.prompt), f"column {m.prompt}"))]
+            if m.response and row.get(m.response) not in (None, ""):
+                turns.append(Turn("assistant", _text_field(row[m.response], f"column {m.response}")))
+        else:
+            turns = self._numbered_turns(row)
         if not any(t.role == "user" for t in turns):
             raise Rejected("no user turn")
+        parsed = ParsedRow(turns)
+        if m.chosen and m.rejected:
+            parsed.chosen = _text_field(_column(row, m.chosen), f"column {m.chosen}")
+            parsed.rejected = _text_field(_column(row, m.rejected), f"column {m.rejected}")
+        return parsed
+
+    def _message_turns(self, row: dict[str, Any]) -> list[Turn]:
+        m = self.mapping
+        messages = _column(row, m.messages)
+        if not isinstance(messages, list) or not messages:
+            raise Rejected(f"column {m.messages!r} is not a non-empty list")
+        turns = []
+        for number, message in enumerate(messages, start=1):
+            if not isinstance(message, dict):
+                raise Rejected(f"turn {number} is {type(message).__name__}, expected a mapping")
+            role = message.get(m.role_key)
+            if role == "system":
+                continue
+            if role not in ROLES:
+                raise Rejected(f"turn {number} has unknown role {role!r}")
+            turns.append(Turn(ROLES[role], _text_field(message.get(m.content_key), f"turn {number} content")))
         return turns
 
-
-class AutoMultiTurnAdapter:
-    """kanhatakeyama/AutoMultiTurnByCalm3-22B: flat `q1`, `a1`, `q2`, `a2`, ... columns."""
-
-    def row_id(self, row: dict[str, Any], row_index: int) -> str:
-        value = row.get("id")
-        return str(value) if value not in (None, "") else f"row{row_index}"
-
-    def turns(self, row: dict[str, Any]) -> list[Turn]:
-        _column(row, "q1")
+    def _numbered_turns(self, row: dict[str, Any]) -> list[Turn]:
+        m = self.mapping
+        first = m.numbered_prompt.format(n=1)
+        _column(row, first)
         turns = []
         number = 1
-        while row.get(f"q{number}") not in (None, ""):
-            turns.append(Turn(role="user", text=_text_field(row[f"q{number}"], f"column q{number}")))
-            answer = row.get(f"a{number}")
-            if answer not in (None, ""):
-                turns.append(Turn(role="assistant", text=_text_field(answer, f"column a{number}")))
+        while row.get(prompt := m.numbered_prompt.format(n=number)) not in (None, ""):
+            turns.append(Turn("user", _text_field(row[prompt], f"column {prompt}")))
+            response = m.numbered_response.format(n=number) if m.numbered_response else None
+            if response and row.get(response) not in (None, ""):
+                turns.append(Turn("assistant", _text_field(row[response], f"column {response}")))
             number += 1
         if not turns:
-            raise Rejected("column 'q1' is empty")
+            raise Rejected(f"column {first!r} is empty")
         return turns
 
 
-ADAPTERS: dict[str, Adapter] = {
-    "magpie": MagpieAdapter(),
-    "automultiturn": AutoMultiTurnAdapter(),
-}
+def make_adapter(source) -> Adapter:
+    return Adapter(source.mapping)
 
 
 def _local_files(path: Path) -> list[str]:
@@ -150,7 +216,7 @@ def iter_items(sources) -> Iterator[SourceItem]:
     """Every input row of every source, in order, with a unique key; duplicates are flagged."""
     first_seen: dict[str, str] = {}
     for source in sources:
-        adapter = ADAPTERS[source.adapter]
+        adapter = make_adapter(source)
         for row_index, row in enumerate(read_rows(source)):
             reason = row.reason if isinstance(row, Rejected) else None
             row = {} if reason else row

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .audio import encode_flac
-from .corpora import ADAPTERS
+from .corpora import make_adapter
 from .manifest import write_part
 from .recipe import Recipe
 from .records import Dialogue, ManifestRow, Rejected, SourceItem
@@ -24,7 +24,7 @@ from .speakable import prepare_turns
 from .speakers import assign_speakers, load_bank
 from .tts import load_backend
 
-VOICED_ROLES = {"sft": ("user",)}
+VOICED_ROLES = {"sft": ("user",), "dpo": ("user",)}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class SampleMaker:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
         self.sources = {s.name: s for s in recipe.sources}
+        self.adapters = {s.name: make_adapter(s) for s in recipe.sources}
         self.bank = load_bank(recipe.speakers.bank)
         self.backend = load_backend(recipe.tts.backend, recipe.tts.options)
         self.roles = VOICED_ROLES[recipe.kind]
@@ -62,8 +63,10 @@ class SampleMaker:
         if item.reject_reason:
             raise Rejected(item.reject_reason)
         source = self.sources[item.source]
-        turns = ADAPTERS[source.adapter].turns(item.row)
-        dialogue = Dialogue(key=item.key, source=item.source, row_index=item.row_index, row_id=item.row_id, turns=turns)
+        parsed = self.adapters[item.source].parse(item.row)
+        dialogue = Dialogue(item.key, item.source, item.row_index, item.row_id, parsed.turns)
+        if recipe.kind == "dpo":
+            dialogue.extra = {"chosen": parsed.chosen, "rejected": parsed.rejected}
         prepare_turns(dialogue, self.roles, recipe.text.max_turn_chars)
         speakers = assign_speakers(self.bank, item.key, recipe.seed)
         voiced = {role: speakers[role] for role in self.roles}

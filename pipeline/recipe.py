@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from .corpora import ADAPTERS, ColumnMapping
 from .keys import SOURCE_NAME_PATTERN
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -54,16 +55,26 @@ class SourceConfig(_Strict):
     revision: str | None = Field(default=None, description="Hub commit or tag; required for Hub ids")
     split: str = "train"
     data_files: list[str] | None = Field(default=None, description="Hub only: files within the repo")
+    columns: ColumnMapping | None = Field(default=None, description="adapter 'generic': where the turns are")
     _local_path: Path | None = PrivateAttr(default=None)
 
     @field_validator("adapter")
     @classmethod
     def _known_adapter(cls, value: str) -> str:
-        from .corpora import ADAPTERS
-
         if value not in ADAPTERS:
             raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(ADAPTERS))}")
         return value
+
+    @model_validator(mode="after")
+    def _columns_for_generic(self) -> SourceConfig:
+        if (self.adapter == "generic") != (self.columns is not None):
+            raise ValueError("'columns' goes with adapter 'generic', and only with it")
+        return self
+
+    @property
+    def mapping(self) -> ColumnMapping:
+        """Where this source keeps its turns: the recipe's own columns or the adapter's preset."""
+        return self.columns or ADAPTERS[self.adapter]
 
     @model_validator(mode="after")
     def _locate(self, info: ValidationInfo) -> SourceConfig:
@@ -129,7 +140,7 @@ class ExecutionConfig(_Strict):
 
 class Recipe(_Strict):
     name: str = Field(pattern=SOURCE_NAME_PATTERN)
-    kind: Literal["sft"] = "sft"
+    kind: Literal["sft", "dpo"] = "sft"
     seed: int = 0
     sources: list[SourceConfig] = Field(min_length=1)
     speakers: SpeakersConfig
@@ -138,6 +149,14 @@ class Recipe(_Strict):
     render: RenderConfig = RenderConfig()
     output: OutputConfig = OutputConfig()
     execution: ExecutionConfig = ExecutionConfig()
+
+    @model_validator(mode="after")
+    def _dpo_sources_have_replies(self) -> Recipe:
+        if self.kind == "dpo":
+            lacking = [s.name for s in self.sources if not (s.mapping.chosen and s.mapping.rejected)]
+            if lacking:
+                raise ValueError(f"kind 'dpo' needs chosen and rejected replies; sources {lacking} have none")
+        return self
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Recipe:
@@ -184,6 +203,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> 
     return data
 
 
+def _apply_profile(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:
+    """`profile: NAME` applies the recipe's `profiles.NAME` (dotted keys), then `--set` again on top.
+
+    A profile is how one recipe serves both the cluster (Hub corpus, CosyVoice) and a laptop (the
+    bundled sample rows, the embedded backend) with a single `--set profile=embedded`.
+    """
+    profiles = data.pop("profiles", None) or {}
+    name = data.pop("profile", None)
+    if name is None:
+        return data
+    if not isinstance(profiles, dict) or name not in profiles:
+        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else "none"
+        raise RecipeError(f"{origin}: profile {name!r} is not defined in 'profiles' (defined: {known or 'none'})")
+    settings = profiles[name]
+    if not isinstance(settings, dict):
+        raise RecipeError(f"{origin}: profiles.{name} must map dotted keys to values")
+    as_overrides = [f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in settings.items()]
+    return apply_overrides(apply_overrides(data, as_overrides, f"{origin} (profile {name})"), overrides, origin)
+
+
 def _format_errors(origin: str, error: ValidationError) -> str:
     lines = [f"{origin}: invalid recipe ({error.error_count()} problem(s)):"]
     for item in error.errors():
@@ -208,7 +247,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise RecipeError(f"{origin}: a recipe is a YAML mapping at the top level")
-    data = apply_overrides(data, overrides or [], origin)
+    data = _apply_profile(apply_overrides(data, overrides or [], origin), overrides or [], origin)
     try:
         return Recipe.model_validate(data, context={"base_dir": path.parent.resolve()})
     except ValidationError as exc:

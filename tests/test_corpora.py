@@ -2,13 +2,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.corpora import ADAPTERS, count_rows, iter_items
+from pipeline.corpora import ADAPTERS, Adapter, ColumnMapping, count_rows, iter_items
 from pipeline.recipe import load_recipe
 from pipeline.records import Rejected
 
 
+def _parse(adapter, row):
+    return Adapter(ADAPTERS[adapter]).parse(row)
+
+
 def _turns(adapter, row):
-    return [(t.role, t.text) for t in ADAPTERS[adapter].turns(row)]
+    return [(t.role, t.text) for t in _parse(adapter, row).turns]
 
 
 def test_magpie_rows():
@@ -37,7 +41,7 @@ def test_magpie_rows():
 )
 def test_magpie_odd_rows_are_rejected(row, reason):
     with pytest.raises(Rejected, match=reason):
-        ADAPTERS["magpie"].turns(row)
+        _parse("magpie", row)
 
 
 def test_automultiturn_rows():
@@ -48,9 +52,53 @@ def test_automultiturn_rows():
         ("assistant", "いち"),
     ]
     with pytest.raises(Rejected, match="missing column 'q1'"):
-        ADAPTERS["automultiturn"].turns({"q1": None, "q2": "x"})
+        _parse("automultiturn", {"q1": None, "q2": "x"})
     with pytest.raises(Rejected, match="column q2 is int"):
-        ADAPTERS["automultiturn"].turns({"q1": "x", "q2": 5})
+        _parse("automultiturn", {"q1": "x", "q2": 5})
+
+
+def test_hh_rlhf_rows():
+    row = {
+        "conversations": [
+            {"from": "human", "value": "質問"},
+            {"from": "gpt", "value": "答え"},
+            {"from": "human", "value": "続き"},
+        ],
+        "chosen": "良い返事",
+        "rejected": "悪い返事",
+        "fourth_column": 1,
+    }
+    parsed = _parse("hh_rlhf", row)
+    assert [(t.role, t.text) for t in parsed.turns] == [("user", "質問"), ("assistant", "答え"), ("user", "続き")]
+    assert (parsed.chosen, parsed.rejected) == ("良い返事", "悪い返事")
+    with pytest.raises(Rejected, match="missing column 'rejected'"):
+        _parse("hh_rlhf", {**row, "rejected": None})
+    with pytest.raises(Rejected, match="column chosen is list"):
+        _parse("hh_rlhf", {**row, "chosen": ["a"]})
+    with pytest.raises(Rejected, match="no user turn"):
+        _parse("hh_rlhf", {**row, "conversations": [{"from": "gpt", "value": "x"}]})
+
+
+def test_chatbot_arena_rows():
+    parsed = _parse("chatbot_arena", {"prompt": "問い", "chosen": "良", "rejected": "悪"})
+    assert [(t.role, t.text) for t in parsed.turns] == [("user", "問い")]
+    assert (parsed.chosen, parsed.rejected) == ("良", "悪")
+    with pytest.raises(Rejected, match="missing column 'prompt'"):
+        _parse("chatbot_arena", {"chosen": "良", "rejected": "悪"})
+    with pytest.raises(Rejected, match="column rejected is int"):
+        _parse("chatbot_arena", {"prompt": "問い", "chosen": "良", "rejected": 3})
+
+
+def test_generic_mapping():
+    mapping = ColumnMapping(id="uid", prompt="question", response="answer")
+    parsed = Adapter(mapping).parse({"uid": 5, "question": "問", "answer": "答"})
+    assert [(t.role, t.text) for t in parsed.turns] == [("user", "問"), ("assistant", "答")]
+    assert Adapter(mapping).row_id({"uid": 5}, 9) == "5"
+    assert Adapter(mapping).row_id({}, 9) == "row9"
+    with pytest.raises(ValueError, match="exactly one of messages, prompt, numbered_prompt"):
+        ColumnMapping(prompt="q", messages="m")
+    with pytest.raises(ValueError, match="needs '{n}'"):
+        ColumnMapping(numbered_prompt="q")
 
 
 def test_items_keep_every_line_and_flag_bad_ones(make_recipe):

@@ -67,7 +67,7 @@ def test_samples_follow_the_contract(demo_output):
     assert sample["schema_version"] == 1 and sample["kind"] == "sft" and sample["recipe"] == "demo"
     assert sample["source"] == {
         "name": "magpie",
-        "dataset": "data/demo/magpie_sft.jsonl",
+        "dataset": "data/magpie_sft.jsonl",
         "revision": "",
         "split": "train",
         "row_id": "demo-0004",
