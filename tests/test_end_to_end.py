@@ -19,7 +19,7 @@ from tests.conftest import DEMO_RECIPE, koe
 DEMO_INPUT_LINES = sum(
     1
     for f in ("magpie_sft.jsonl", "automultiturn.jsonl")
-    for line in open(DEMO_RECIPE.parent / "data" / "demo" / f)
+    for line in open(DEMO_RECIPE.parent / "data" / f)
     if line.strip()
 )
 
