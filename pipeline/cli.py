@@ -74,3 +74,50 @@ def validate(directory: Annotated[Path, typer.Argument(help="output folder of `k
     typer.echo(
         f"{directory}: OK, {report.samples} samples in {report.shards} shard(s), {report.audio_seconds:.1f} s of audio"
     )
+
+
+speakers_app = typer.Typer(no_args_is_help=True, help="The speaker bank.")
+app.add_typer(speakers_app, name="speakers")
+
+
+@speakers_app.command("check")
+def speakers_check(
+    bank: Annotated[Path, typer.Argument(help="speaker bank YAML")] = Path("speakers/bank.yaml"),
+    backend: Annotated[
+        str, typer.Option(help="the TTS backend the bank is for (voice cloning needs recordings)")
+    ] = "openjtalk",
+) -> None:
+    """Check every speaker: reference audio readable and 3-30 s, transcript, license and source present."""
+    from .speakers import check_bank, load_bank
+    from .tts import needs_reference_audio
+
+    try:
+        loaded = load_bank(bank)
+        problems = check_bank(loaded, needs_reference_audio(backend))
+    except ValueError as exc:
+        _fail(str(exc))
+    for speaker in loaded.speakers:
+        status = "; ".join(problems[speaker.id]) if speaker.id in problems else "ok"
+        typer.echo(f"{speaker.id}\t{speaker.name}\t{status}")
+    if problems:
+        _fail(f"{bank}: {len(problems)} of {len(loaded.speakers)} speaker(s) not usable with {backend}")
+    typer.echo(f"{bank}: all {len(loaded.speakers)} speakers usable with {backend}")
+
+
+@app.command()
+def text(
+    content: Annotated[str, typer.Argument(help="text to check, as a corpus turn would hold it")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (for scripts)")] = False,
+    max_turn_chars: Annotated[int, typer.Option(help="the recipe's text.max_turn_chars")] = 600,
+) -> None:
+    """Show what the TTS will be asked to say: the spoken text, its reading, or why it is rejected."""
+    import json
+
+    from .readings import describe_text
+
+    result = describe_text(content, max_turn_chars=max_turn_chars)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    for field in ("spoken_text", "reading", "estimated_seconds", "reject_reason"):
+        typer.echo(f"{field}: {result.get(field)}")

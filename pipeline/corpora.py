@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,33 @@ def _read_hub(source) -> Iterator[dict[str, Any]]:
         data_files=source.data_files,
         streaming=True,
     )
+
+
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def pin_revisions(recipe):
+    """The recipe with every Hub source's branch or tag resolved to the commit it points at now.
+
+    Samples then record the exact commit, and a branch that moved between a run and its resume
+    changes the recipe's fingerprint instead of silently mixing two versions of a corpus.
+    """
+    sources = []
+    for source in recipe.sources:
+        if source.local_path or COMMIT_SHA.match(source.revision or ""):
+            sources.append(source)
+            continue
+        from huggingface_hub import HfApi
+
+        try:
+            sha = HfApi().dataset_info(source.dataset, revision=source.revision).sha
+        except Exception as exc:
+            raise ValueError(
+                f"cannot resolve revision {source.revision!r} of {source.dataset} ({type(exc).__name__}: {exc}); "
+                "pin a commit sha in the recipe to run from a local cache"
+            ) from None
+        sources.append(source.model_copy(update={"revision": sha}))
+    return recipe.model_copy(update={"sources": sources})
 
 
 def read_rows(source) -> Iterator[dict[str, Any] | Rejected]:

@@ -13,10 +13,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from .job import ShardJob, process_shard
 from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output
+from .speakers import Speaker
+from .tts import load_backend
 
 
 @dataclass
@@ -36,8 +40,49 @@ class InlineExecutor:
                 callbacks.on_failed(job, f"{type(exc).__name__}: {exc}")
 
 
-def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox) -> DoneRecord:
-    return process_shard(job, recipe, output, lambda row: inbox.put.remote(row))
+class SynthesisActor:
+    """One backend (one model on its GPU) serving synthesis calls from many shard tasks.
+
+    Created with `max_concurrency = tts.concurrency`, so several requests share the loaded model;
+    the actor runs in the backend's own `runtime_env` (CosyVoice pins its own torch).
+    """
+
+    def __init__(self, backend: str, options: dict):
+        self.backend = load_backend(backend, options)
+
+    def info(self) -> dict:
+        b = self.backend
+        return {"name": b.name, "sample_rate": b.sample_rate, "max_chars": b.max_chars, "describe": b.describe()}
+
+    def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
+        return self.backend.synthesize(text, speaker, seed)
+
+
+class ActorPoolBackend:
+    """The TTS backend interface, answered by a pool of `SynthesisActor`s (used inside shard tasks)."""
+
+    def __init__(self, actors: list, info: dict, start: int):
+        self.actors = actors
+        self.name = info["name"]
+        self.sample_rate = info["sample_rate"]
+        self.max_chars = info["max_chars"]
+        self._describe = info["describe"]
+        self._next = start  # shard tasks start at different actors, then go round
+
+    def describe(self) -> dict:
+        return self._describe
+
+    def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
+        import ray
+
+        actor = self.actors[self._next % len(self.actors)]
+        self._next += 1
+        return ray.get(actor.synthesize.remote(text, speaker, seed))
+
+
+def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: tuple | None) -> DoneRecord:
+    backend = ActorPoolBackend(pool[0], pool[1], start=job.index) if pool else None
+    return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), backend)
 
 
 class RayExecutor:
@@ -77,6 +122,7 @@ class RayExecutor:
                 return rows
 
         inbox = RowInbox.remote()
+        pool = self._synthesis_pool(ray, recipe) if recipe.tts.num_gpus > 0 else None
         execution = recipe.execution
         task = ray.remote(_run_shard_task).options(
             num_cpus=execution.cpus_per_task,
@@ -99,7 +145,7 @@ class RayExecutor:
                 if job is None:
                     exhausted = True
                 else:
-                    in_flight[task.remote(job, recipe, output, inbox)] = job
+                    in_flight[task.remote(job, recipe, output, inbox, pool)] = job
             if not in_flight:
                 break
             finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
@@ -111,6 +157,32 @@ class RayExecutor:
                 except Exception as exc:  # the task failed every attempt
                     callbacks.on_failed(job, f"{type(exc).__name__}: {exc}".splitlines()[0])
         drain()
+
+    @staticmethod
+    def _synthesis_pool(ray, recipe: Recipe) -> tuple[list, dict]:
+        """Actors sized to the cluster's GPUs; fails at once when the cluster has none to give."""
+        tts = recipe.tts
+        gpus = ray.cluster_resources().get("GPU", 0)
+        count = tts.actors or int(gpus // tts.num_gpus)
+        if count < 1 or count * tts.num_gpus > gpus:
+            raise ValueError(
+                f"tts.num_gpus={tts.num_gpus} with {tts.actors or 'auto'} actor(s) needs GPUs, and this Ray cluster "
+                f"has {gpus:g}; join a GPU cluster with --ray-address, or run the embedded backend "
+                "(--set profile=embedded)"
+            )
+        options = {
+            "num_gpus": tts.num_gpus,
+            "num_cpus": tts.cpus_per_actor,
+            "max_concurrency": tts.concurrency,
+            "max_restarts": -1,
+        }
+        if tts.accelerator_type:
+            options["accelerator_type"] = tts.accelerator_type
+        if tts.runtime_env:
+            options["runtime_env"] = tts.runtime_env
+        actor_class = ray.remote(SynthesisActor).options(**options, max_task_retries=recipe.execution.max_attempts)
+        actors = [actor_class.remote(tts.backend, tts.options) for _ in range(count)]
+        return actors, ray.get(actors[0].info.remote())
 
 
 def make_executor(name: str, ray_address: str | None):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .audio import encode_flac
 from .corpora import make_adapter
 from .manifest import write_part
+from .readings import estimate_seconds, kana_reading
 from .recipe import Recipe
 from .records import Dialogue, ManifestRow, Rejected, SourceItem
 from .render import render_dialogue
@@ -22,7 +23,7 @@ from .sample import build_sample_json
 from .shards import DoneRecord, Output, ShardWriter
 from .speakable import prepare_turns
 from .speakers import assign_speakers, load_bank
-from .tts import load_backend
+from .tts import TTSBackend, load_backend, reads_kana
 
 VOICED_ROLES = {"sft": ("user",), "dpo": ("user",)}
 
@@ -50,13 +51,22 @@ def manifest_row(item: SourceItem, shard: str, status: str, **fields) -> Manifes
 class SampleMaker:
     """Turns one `SourceItem` into tar members, holding what is loaded once per job."""
 
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe, backend: TTSBackend | None = None):
         self.recipe = recipe
         self.sources = {s.name: s for s in recipe.sources}
         self.adapters = {s.name: make_adapter(s) for s in recipe.sources}
         self.bank = load_bank(recipe.speakers.bank)
-        self.backend = load_backend(recipe.tts.backend, recipe.tts.options)
+        self.backend = backend or load_backend(recipe.tts.backend, recipe.tts.options)
         self.roles = VOICED_ROLES[recipe.kind]
+        self.tts_reads_kana = reads_kana(recipe.tts.backend)
+
+    def _reject_if_too_long(self, dialogue: Dialogue) -> None:
+        """Estimated from the readings, so text too long for the recipe costs no render time."""
+        turns = dialogue.spoken_turns(self.roles)
+        estimate = sum(estimate_seconds(t.reading or "") for t in turns)
+        estimate += self.recipe.render.turn_gap_seconds * (len(turns) - 1)
+        if estimate > self.recipe.text.max_sample_seconds:
+            raise Rejected(f"too long to speak (about {estimate:.0f} s > {self.recipe.text.max_sample_seconds:g} s)")
 
     def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         recipe = self.recipe
@@ -67,13 +77,12 @@ class SampleMaker:
         dialogue = Dialogue(item.key, item.source, item.row_index, item.row_id, parsed.turns)
         if recipe.kind == "dpo":
             dialogue.extra = {"chosen": parsed.chosen, "rejected": parsed.rejected}
-        prepare_turns(dialogue, self.roles, recipe.text.max_turn_chars)
+        prepare_turns(dialogue, self.roles, recipe.text.max_turn_chars, kana_reading, self.tts_reads_kana)
+        self._reject_if_too_long(dialogue)
         speakers = assign_speakers(self.bank, item.key, recipe.seed)
         voiced = {role: speakers[role] for role in self.roles}
         seed = sample_seed(recipe.seed, item.key)
-        pcm = render_dialogue(
-            dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render.turn_gap_seconds
-        )
+        pcm = render_dialogue(dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render)
         duration = pcm.size / recipe.tts.sample_rate
         if duration > recipe.text.max_sample_seconds:
             raise Rejected(f"too long ({duration:.1f} s > {recipe.text.max_sample_seconds} s)")
@@ -96,9 +105,13 @@ def process_shard(
     recipe: Recipe,
     output: Output,
     on_row: Callable[[ManifestRow], None] | None = None,
+    backend: TTSBackend | None = None,
 ) -> DoneRecord:
-    """Render every row of `job` and commit its shard; returns the completion record."""
-    maker = SampleMaker(recipe)
+    """Render every row of `job` and commit its shard; returns the completion record.
+
+    `backend` is where synthesis happens when not in this process (a pool of GPU actors).
+    """
+    maker = SampleMaker(recipe, backend)
     writer = ShardWriter(output, job.name)
     rows: list[ManifestRow] = []
     try:

@@ -115,6 +115,27 @@ class TTSConfig(_Strict):
     backend: str = "openjtalk"
     sample_rate: int = Field(default=24000, ge=8000, le=48000)
     options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
+    num_gpus: float = Field(default=0, ge=0, description="> 0: synthesis runs in a pool of Ray GPU actors")
+    actors: int | None = Field(default=None, gt=0, description="actors in the pool; default: cluster GPUs / num_gpus")
+    cpus_per_actor: float = Field(default=1.0, ge=0, description="CPUs each GPU actor holds")
+    accelerator_type: str | None = Field(default=None, description="Ray accelerator type, e.g. H200")
+    concurrency: int = Field(default=1, gt=0, description="requests in flight per actor, sharing its model")
+    runtime_env: dict[str, Any] | None = Field(
+        default=None, description="Ray runtime_env of the actors (a mapping, or a YAML file relative to the recipe)"
+    )
+
+    @field_validator("runtime_env", mode="before")
+    @classmethod
+    def _runtime_env_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        path = _resolve_path(value, info)
+        if not path.is_file():
+            raise ValueError(f"runtime_env file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a runtime_env is a YAML mapping")
+        return loaded
 
     @model_validator(mode="after")
     def _known_backend(self) -> TTSConfig:
@@ -126,6 +147,17 @@ class TTSConfig(_Strict):
 
 class RenderConfig(_Strict):
     turn_gap_seconds: float = Field(default=0.5, ge=0, description="silence between spoken turns")
+    max_attempts: int = Field(default=3, ge=1, description="renders of a turn, each with a new seed, before rejecting")
+    duration_ratio: tuple[float, float] = Field(
+        default=(0.4, 2.5), description="accepted audio length / length expected from the reading (truncation, runaway)"
+    )
+
+    @field_validator("duration_ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] < 1 < value[1]:
+            raise ValueError("needs 0 < low < 1 < high, e.g. [0.4, 2.5]")
+        return value
 
 
 class OutputConfig(_Strict):

@@ -42,7 +42,9 @@ class Turn:
     text: str  # the original text, untouched
     spoken_text: str | None = None  # what a person would say (speakable stage)
     tts_text: str | None = None  # exactly what the TTS backend is asked to say
+    reading: str | None = None  # katakana reading of spoken_text (OpenJTalk's analysis)
     speaker: str | None = None
+    seed: int | None = None  # the render seed that produced the accepted audio
     start: float | None = None  # seconds into the sample's FLAC
     end: float | None = None
 

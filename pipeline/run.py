@@ -17,13 +17,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .corpora import count_rows, iter_items
+from .corpora import count_rows, iter_items, pin_revisions
 from .executors import Callbacks
 from .job import ShardJob, manifest_row
 from .manifest import assemble, reason_counts, status_counts, write_part
 from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output, atomic_write_bytes, shard_name
+from .speakers import check_bank, load_bank
+from .tts import needs_reference_audio, preflight
 
 
 class OutputConflict(RuntimeError):
@@ -98,6 +100,19 @@ def _remove_stale_shards(output: Output, planned: set[str]) -> None:
                 path.unlink(missing_ok=True)
 
 
+def preflight_checks(recipe: Recipe) -> None:
+    """Everything that can fail cheaply fails here, before a row is read or a GPU is claimed."""
+    bank = load_bank(recipe.speakers.bank)
+    problems = check_bank(bank, needs_reference_audio(recipe.tts.backend))
+    if problems:
+        listing = "\n".join(f"  - {sid}: {'; '.join(p)}" for sid, p in problems.items())
+        raise ValueError(
+            f"{recipe.speakers.bank}: speaker bank not usable with backend {recipe.tts.backend!r}:\n{listing}\n"
+            "see speakers/README.md"
+        )
+    preflight(recipe.tts.backend, recipe.tts.options)
+
+
 def run_recipe(
     recipe: Recipe,
     output_dir: Path,
@@ -107,6 +122,8 @@ def run_recipe(
     show_progress: bool = True,
 ) -> RunSummary:
     output = Output(Path(output_dir))
+    preflight_checks(recipe)
+    recipe = pin_revisions(recipe)
     _check_recipe(output, recipe, force)
     output.prepare()
     fingerprint = recipe.fingerprint()

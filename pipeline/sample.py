@@ -23,7 +23,9 @@ def _turn_record(turn) -> dict[str, Any]:
         record.update(
             spoken_text=turn.spoken_text,
             tts_text=turn.tts_text,
+            reading=turn.reading,
             speaker=turn.speaker,
+            seed=turn.seed,
             start=turn.start,
             end=turn.end,
         )
@@ -58,7 +60,7 @@ def build_sample_json(
         "source": {
             "name": source.name,
             "dataset": source.dataset,
-            "revision": source.revision or "",  # empty for a local copy; a string keeps one type per field
+            "revision": "" if source.local_path else source.revision,  # a commit sha for Hub sources
             "split": source.split,
             "row_id": dialogue.row_id,
             "row_index": dialogue.row_index,

@@ -64,6 +64,47 @@ def load_bank(path: Path) -> SpeakerBank:
     return SpeakerBank(speakers=resolved)
 
 
+REFERENCE_SECONDS = (3.0, 30.0)  # CosyVoice prompts must be at most 30 s; under 3 s clones poorly
+
+
+def check_speaker(speaker: Speaker, needs_reference: bool) -> list[str]:
+    """What is wrong with one bank entry for a backend; empty when it is usable."""
+    problems = []
+    if not speaker.license.strip():
+        problems.append("no license")
+    if not speaker.source.strip():
+        problems.append("no source")
+    if speaker.reference_audio is None:
+        if needs_reference:
+            problems.append("no reference_audio (voice-cloning backends need a recording)")
+    else:
+        problems.extend(_check_reference_audio(speaker.reference_audio))
+    if (speaker.reference_audio is not None or needs_reference) and not (speaker.transcript or "").strip():
+        problems.append("no transcript of the reference audio")
+    return problems
+
+
+def _check_reference_audio(path: Path) -> list[str]:
+    import soundfile as sf
+
+    if not path.is_file():
+        return [f"reference audio not found: {path}"]
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        return [f"reference audio unreadable: {path} ({exc})"]
+    low, high = REFERENCE_SECONDS
+    if not low <= info.duration <= high:
+        return [f"reference audio is {info.duration:.1f} s, needs {low:.0f}-{high:.0f} s: {path}"]
+    return []
+
+
+def check_bank(bank: SpeakerBank, needs_reference: bool) -> dict[str, list[str]]:
+    """Problems per speaker id, only for speakers that have some."""
+    report = {s.id: check_speaker(s, needs_reference) for s in bank.speakers}
+    return {speaker_id: problems for speaker_id, problems in report.items() if problems}
+
+
 def assign_speakers(bank: SpeakerBank, key: str, seed: int) -> dict[str, Speaker]:
     """User and assistant voices from key and seed alone: stable under resume and regeneration.
 

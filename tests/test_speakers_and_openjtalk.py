@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.audio import to_int16
+from pipeline.recipe import RenderConfig
 from pipeline.records import Turn
 from pipeline.render import render_turn
 from pipeline.speakers import assign_speakers, load_bank
@@ -60,22 +61,22 @@ def _median_f0(audio: np.ndarray, rate: int) -> float:
 
 def test_openjtalk_renders_real_speech_at_the_recipe_rate(bank, backend):
     turn = Turn(role="user", text="", tts_text="今日はいい天気ですね。散歩に行きましょう。")
-    audio = render_turn(turn, bank.speakers[4], backend, seed=0, sample_rate=24000)
+    audio = render_turn(turn, bank.speakers[4], backend, seed=0, sample_rate=24000, config=RenderConfig())
     assert audio.dtype == np.float32
     assert 1.5 < audio.size / 24000 < 6.0
     assert np.abs(audio).max() <= 1.0 and np.sqrt(np.mean(audio**2)) > 0.02
-    audio16k = render_turn(turn, bank.speakers[4], backend, seed=0, sample_rate=16000)
+    audio16k = render_turn(turn, bank.speakers[4], backend, seed=0, sample_rate=16000, config=RenderConfig())
     assert abs(audio16k.size / 16000 - audio.size / 24000) < 0.01
 
 
 def test_speaker_variants_differ_in_pitch_and_speed(bank, backend):
     turn = Turn(role="user", text="", tts_text="あらゆる現実を、すべて自分のほうへねじ曲げたのだ。")
     low, high = bank.by_id("spk01"), bank.by_id("spk10")  # -4 and +5 semitones, same speed
-    f_low = _median_f0(render_turn(turn, low, backend, 0, 24000), 24000)
-    f_high = _median_f0(render_turn(turn, high, backend, 0, 24000), 24000)
+    f_low = _median_f0(render_turn(turn, low, backend, 0, 24000, RenderConfig()), 24000)
+    f_high = _median_f0(render_turn(turn, high, backend, 0, 24000, RenderConfig()), 24000)
     assert 1.5 < f_high / f_low < 1.85  # 9 semitones apart is a ratio of 2 ** (9 / 12) = 1.68
-    slow = render_turn(turn, bank.by_id("spk05"), backend, 0, 24000)  # 0.92x
-    fast = render_turn(turn, bank.by_id("spk15"), backend, 0, 24000)  # 1.08x
+    slow = render_turn(turn, bank.by_id("spk05"), backend, 0, 24000, RenderConfig())  # 0.92x
+    fast = render_turn(turn, bank.by_id("spk15"), backend, 0, 24000, RenderConfig())  # 1.08x
     assert slow.size > fast.size * 1.1
 
 

@@ -1,7 +1,9 @@
 """TTS backends chosen by name in the recipe (`tts.backend`).
 
 Backends are imported lazily: a recipe that names the embedded backend never imports a GPU stack.
-Each backend module exposes `Options` (a pydantic model of its `tts.options`) and `Backend`.
+Each backend module exposes `Options` (a pydantic model of its `tts.options`) and `Backend`, and
+may set `NEEDS_REFERENCE_AUDIO` and offer `preflight(**options)`. Besides the names below,
+`tts.backend` may be any importable module path with that shape (a user's own TTS).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .base import TTSBackend
+from .base import EmptyAudio, TTSBackend
 
 BACKENDS = {
     "openjtalk": "pipeline.tts.openjtalk",
@@ -22,9 +24,17 @@ BACKENDS = {
 
 
 def _module(name: str) -> ModuleType:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown TTS backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
-    return importlib.import_module(BACKENDS[name])
+    if name in BACKENDS:
+        return importlib.import_module(BACKENDS[name])
+    if "." in name:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"TTS backend module {name!r} cannot be imported: {exc}") from None
+        if hasattr(module, "Options") and hasattr(module, "Backend"):
+            return module
+        raise ValueError(f"TTS backend module {name!r} lacks Options and Backend")
+    raise ValueError(f"unknown TTS backend {name!r}; known: {', '.join(sorted(BACKENDS))}, or a module path")
 
 
 def backend_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +50,23 @@ def backend_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{name} backend: {problems}") from None
 
 
+def needs_reference_audio(name: str) -> bool:
+    """Voice-cloning backends need each speaker's recording and transcript; the embedded one does not."""
+    return bool(getattr(_module(name), "NEEDS_REFERENCE_AUDIO", False))
+
+
+def reads_kana(name: str) -> bool:
+    """Backends whose own text frontend misreads Japanese kanji take katakana (`TEXT_INPUT = "kana"`)."""
+    return getattr(_module(name), "TEXT_INPUT", "text") == "kana"
+
+
+def preflight(name: str, options: dict[str, Any]) -> None:
+    """Cheap checks a backend offers (package installed, model folder present) before any work starts."""
+    check = getattr(_module(name), "preflight", None)
+    if check:
+        check(**options)
+
+
 @lru_cache(maxsize=4)
 def _load_cached(name: str, options_json: str) -> TTSBackend:
     return _module(name).Backend(**json.loads(options_json))
@@ -50,4 +77,13 @@ def load_backend(name: str, options: dict[str, Any]) -> TTSBackend:
     return _load_cached(name, json.dumps(options, sort_keys=True))
 
 
-__all__ = ["BACKENDS", "TTSBackend", "backend_options", "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "EmptyAudio",
+    "TTSBackend",
+    "backend_options",
+    "load_backend",
+    "needs_reference_audio",
+    "preflight",
+    "reads_kana",
+]

@@ -9,6 +9,10 @@ import numpy as np
 from ..speakers import Speaker
 
 
+class EmptyAudio(RuntimeError):
+    """The model produced no audio for a text: a render failure worth retrying with another seed."""
+
+
 class TTSBackend(Protocol):
     """Text in, mono float32 audio in [-1, 1] at `sample_rate` out; nothing else is shared."""
 

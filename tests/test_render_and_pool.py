@@ -1,0 +1,137 @@
+"""Render retries for the TTS failure modes, and the Ray GPU actor pool around a model double."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from pipeline.recipe import RenderConfig, load_recipe
+from pipeline.records import Rejected, Turn
+from pipeline.render import attempt_seed, render_turn
+from pipeline.speakers import load_bank
+from pipeline.tts import EmptyAudio
+from tests.conftest import BANK
+
+
+class ScriptedBackend:
+    """A backend whose output per call is scripted: audio lengths in seconds, or None for nothing."""
+
+    name = "scripted"
+    sample_rate = 16000
+    max_chars = 1000
+
+    def __init__(self, seconds_per_call: list[float | None]):
+        self.script = list(seconds_per_call)
+        self.seeds: list[int] = []
+
+    def describe(self) -> dict:
+        return {"model": "scripted"}
+
+    def synthesize(self, text, speaker, seed):
+        self.seeds.append(seed)
+        seconds = self.script.pop(0)
+        if seconds is None:
+            raise EmptyAudio("nothing came out")
+        return np.full(int(seconds * self.sample_rate), 0.1, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def speaker():
+    return load_bank(BANK).speakers[0]
+
+
+def _turn() -> Turn:
+    # 20 morae: about 2.7 s at a natural pace
+    return Turn("user", "今日はいい天気ですね", tts_text="キョーワイイテンキデスネ", reading="キョーワイイテンキデスネ")
+
+
+def test_a_good_render_is_kept_with_the_first_seed(speaker):
+    backend = ScriptedBackend([1.6])
+    turn = _turn()
+    audio = render_turn(turn, speaker, backend, seed=11, sample_rate=16000, config=RenderConfig())
+    assert audio.size == int(1.6 * 16000)
+    assert backend.seeds == [11] and turn.seed == 11
+
+
+def test_empty_and_runaway_renders_are_retried_with_new_seeds(speaker):
+    backend = ScriptedBackend([None, 40.0, 1.5])
+    turn = _turn()
+    render_turn(turn, speaker, backend, seed=11, sample_rate=16000, config=RenderConfig())
+    assert backend.seeds == [attempt_seed(11, 0), attempt_seed(11, 1), attempt_seed(11, 2)]
+    assert len(set(backend.seeds)) == 3
+    assert turn.seed == attempt_seed(11, 2)
+
+
+def test_a_render_that_never_fits_is_rejected_with_the_reason(speaker):
+    backend = ScriptedBackend([0.1, 0.1, 0.1])
+    with pytest.raises(Rejected, match=r"audio too short for its text \(0\.1 s, expected about .* after 3 render"):
+        render_turn(_turn(), speaker, backend, seed=1, sample_rate=16000, config=RenderConfig())
+    backend = ScriptedBackend([None, None])
+    with pytest.raises(Rejected, match="no audio after 2 render"):
+        render_turn(_turn(), speaker, backend, seed=1, sample_rate=16000, config=RenderConfig(max_attempts=2))
+    backend = ScriptedBackend([60.0])
+    with pytest.raises(Rejected, match="audio too long for its text"):
+        render_turn(_turn(), speaker, backend, seed=1, sample_rate=16000, config=RenderConfig(max_attempts=1))
+
+
+def test_backend_errors_are_not_mistaken_for_bad_renders(speaker):
+    class Broken(ScriptedBackend):
+        def synthesize(self, text, speaker, seed):
+            raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        render_turn(_turn(), speaker, Broken([]), seed=1, sample_rate=16000, config=RenderConfig())
+
+
+@pytest.fixture
+def local_gpu_ray():
+    """A local Ray instance that advertises two (logical) GPUs for the actor pool to claim."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="error")
+    yield ray
+    ray.shutdown()
+
+
+def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):
+    from pipeline.executors import RayExecutor
+    from pipeline.run import run_recipe
+
+    rows = [{"id": f"r{i}", "conversations": [{"role": "user", "content": f"質問その{i}です。"}]} for i in range(6)]
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    recipe = load_recipe(
+        make_recipe(rows),
+        [
+            "tts.backend=tests.gpu_tts_double",
+            f"tts.options={json.dumps({'latency_seconds': 0.01, 'calls_dir': str(calls)})}",
+            "tts.num_gpus=1",
+            "tts.cpus_per_actor=0",  # the two local CPUs go to shard tasks
+            "tts.concurrency=2",
+        ],
+    )
+    summary = run_recipe(recipe, tmp_path / "out", RayExecutor(), show_progress=False)
+    assert summary.statuses["written"] == 6
+    served_by = [line for log in calls.iterdir() for line in log.read_text().split()]
+    assert len(served_by) == 6 and "none" not in served_by  # every call ran inside an actor
+    assert len(set(served_by)) == 2  # one actor per advertised GPU, both used
+    with tarfile.open(tmp_path / "out" / "shards" / "t-000000.tar") as tar:
+        sample = json.loads(tar.extractfile("src-r0.json").read())
+    assert sample["render"]["model"] == "gpu-tts-double"
+
+
+def test_gpu_stage_without_gpus_fails_before_any_work(make_recipe, tmp_path):
+    ray = pytest.importorskip("ray")
+    from pipeline.executors import RayExecutor
+    from pipeline.run import run_recipe
+
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level="error")
+    try:
+        rows = [{"id": "a", "conversations": [{"role": "user", "content": "はい"}]}]
+        recipe = load_recipe(make_recipe(rows), ["tts.backend=tests.gpu_tts_double", "tts.num_gpus=1"])
+        with pytest.raises(ValueError, match="needs GPUs, and this Ray cluster has 0"):
+            run_recipe(recipe, tmp_path / "out", RayExecutor(), show_progress=False)
+    finally:
+        ray.shutdown()
