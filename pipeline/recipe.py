@@ -252,7 +252,8 @@ def _apply_profile(data: dict[str, Any], overrides: list[str], origin: str) -> d
     if not isinstance(settings, dict):
         raise RecipeError(f"{origin}: profiles.{name} must map dotted keys to values")
     as_overrides = [f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in settings.items()]
-    return apply_overrides(apply_overrides(data, as_overrides, f"{origin} (profile {name})"), overrides, origin)
+    explicit = [o for o in overrides if o.split("=", 1)[0].strip() != "profile"]
+    return apply_overrides(apply_overrides(data, as_overrides, f"{origin} (profile {name})"), explicit, origin)
 
 
 def _format_errors(origin: str, error: ValidationError) -> str:
