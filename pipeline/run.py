@@ -25,7 +25,7 @@ from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output, atomic_write_bytes, shard_name
 from .speakers import check_bank, load_bank
-from .tts import needs_reference_audio, preflight
+from .tts import load_backend, needs_reference_audio
 
 
 class OutputConflict(RuntimeError):
@@ -101,7 +101,11 @@ def _remove_stale_shards(output: Output, planned: set[str]) -> None:
 
 
 def preflight_checks(recipe: Recipe) -> None:
-    """Everything that can fail cheaply fails here, before a row is read or a GPU is claimed."""
+    """Everything that can fail early fails here, before a row is read.
+
+    A backend that runs in-process is loaded here once (it is cached per process); GPU backends are
+    checked when their actors start, before any shard task is sent (see executors).
+    """
     bank = load_bank(recipe.speakers.bank)
     problems = check_bank(bank, needs_reference_audio(recipe.tts.backend))
     if problems:
@@ -110,7 +114,8 @@ def preflight_checks(recipe: Recipe) -> None:
             f"{recipe.speakers.bank}: speaker bank not usable with backend {recipe.tts.backend!r}:\n{listing}\n"
             "see speakers/README.md"
         )
-    preflight(recipe.tts.backend, recipe.tts.options)
+    if recipe.tts.num_gpus == 0:
+        load_backend(recipe.tts.backend, recipe.tts.options)
 
 
 def run_recipe(

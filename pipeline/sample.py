@@ -7,6 +7,7 @@ home. Bump `SCHEMA_VERSION` on any change users would notice.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .recipe import Recipe, SourceConfig
@@ -30,6 +31,11 @@ def _turn_record(turn) -> dict[str, Any]:
             end=turn.end,
         )
     return record
+
+
+def _portable(value: Any) -> Any:
+    """A machine's absolute path (a model folder) says nothing to a user of the data: keep its name."""
+    return Path(value).name if isinstance(value, str) and value.startswith("/") else value
 
 
 def _voice_record(role: str, speaker: Speaker, backend: str) -> dict[str, Any]:
@@ -78,7 +84,7 @@ def build_sample_json(
         "render": {
             "backend": recipe.tts.backend,
             **backend_info,
-            "options": recipe.tts.options,
+            "options": {k: _portable(v) for k, v in recipe.tts.options.items()},
             "seed": sample_seed,
             "turn_gap_seconds": recipe.render.turn_gap_seconds,
             "voices": [_voice_record(role, speaker, recipe.tts.backend) for role, speaker in voiced.items()],

@@ -20,6 +20,8 @@ from .base import EmptyAudio, TTSBackend
 
 BACKENDS = {
     "openjtalk": "pipeline.tts.openjtalk",
+    "cosyvoice2": "pipeline.tts.cosyvoice",  # the model folder's yaml decides v2 or v3; the name must agree
+    "cosyvoice3": "pipeline.tts.cosyvoice",
 }
 
 
@@ -60,16 +62,12 @@ def reads_kana(name: str) -> bool:
     return getattr(_module(name), "TEXT_INPUT", "text") == "kana"
 
 
-def preflight(name: str, options: dict[str, Any]) -> None:
-    """Cheap checks a backend offers (package installed, model folder present) before any work starts."""
-    check = getattr(_module(name), "preflight", None)
-    if check:
-        check(**options)
-
-
 @lru_cache(maxsize=4)
 def _load_cached(name: str, options_json: str) -> TTSBackend:
-    return _module(name).Backend(**json.loads(options_json))
+    backend = _module(name).Backend(**json.loads(options_json))
+    if name in BACKENDS and backend.name != name:
+        raise ValueError(f"tts.backend is {name!r} but the model loaded is {backend.name!r}")
+    return backend
 
 
 def load_backend(name: str, options: dict[str, Any]) -> TTSBackend:
@@ -84,6 +82,5 @@ __all__ = [
     "backend_options",
     "load_backend",
     "needs_reference_audio",
-    "preflight",
     "reads_kana",
 ]
