@@ -39,6 +39,7 @@ def run(
     """Render a recipe into WebDataset shards plus a manifest; resumes finished shards."""
     from .executors import make_executor
     from .run import OutputConflict, run_recipe
+    from .tts import BackendSetupError
 
     try:
         config = load_recipe(recipe, set_ or [])
@@ -46,7 +47,7 @@ def run(
         summary = run_recipe(
             config, output or Path("out") / config.name, runner, limit=limit, force=force, show_progress=progress
         )
-    except (RecipeError, OutputConflict, ValueError) as exc:
+    except (RecipeError, OutputConflict, BackendSetupError, ValueError) as exc:
         _fail(str(exc))
     result = summary.to_dict()
     typer.echo(

@@ -100,11 +100,11 @@ def _remove_stale_shards(output: Output, planned: set[str]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def preflight_checks(recipe: Recipe) -> None:
+def preflight_checks(recipe: Recipe, in_process: bool) -> None:
     """Everything that can fail early fails here, before a row is read.
 
-    A backend that runs in-process is loaded here once (it is cached per process); GPU backends are
-    checked when their actors start, before any shard task is sent (see executors).
+    A backend that runs in this process is loaded here once (it is cached per process); GPU actors
+    check theirs when they start, before any shard task is sent (see executors).
     """
     bank = load_bank(recipe.speakers.bank)
     problems = check_bank(bank, needs_reference_audio(recipe.tts.backend))
@@ -114,7 +114,7 @@ def preflight_checks(recipe: Recipe) -> None:
             f"{recipe.speakers.bank}: speaker bank not usable with backend {recipe.tts.backend!r}:\n{listing}\n"
             "see speakers/README.md"
         )
-    if recipe.tts.num_gpus == 0:
+    if in_process or recipe.tts.num_gpus == 0:
         load_backend(recipe.tts.backend, recipe.tts.options)
 
 
@@ -127,7 +127,7 @@ def run_recipe(
     show_progress: bool = True,
 ) -> RunSummary:
     output = Output(Path(output_dir))
-    preflight_checks(recipe)
+    preflight_checks(recipe, in_process=executor.name == "inline")
     recipe = pin_revisions(recipe)
     _check_recipe(output, recipe, force)
     output.prepare()

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .base import EmptyAudio, TTSBackend
+from .base import BackendSetupError, EmptyAudio, TTSBackend
 
 BACKENDS = {
     "openjtalk": "pipeline.tts.openjtalk",
@@ -77,6 +77,7 @@ def load_backend(name: str, options: dict[str, Any]) -> TTSBackend:
 
 __all__ = [
     "BACKENDS",
+    "BackendSetupError",
     "EmptyAudio",
     "TTSBackend",
     "backend_options",

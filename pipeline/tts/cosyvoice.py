@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..audio import resample
 from ..speakers import Speaker
-from .base import EmptyAudio
+from .base import BackendSetupError, EmptyAudio
 
 NEEDS_REFERENCE_AUDIO = True
 TEXT_INPUT = "kana"  # koe sends katakana readings; CosyVoice's frontend would read kanji the Chinese way
@@ -81,7 +81,7 @@ DOWNLOAD_HINT = (
 )
 
 
-class CosyVoiceSetupError(RuntimeError):
+class CosyVoiceSetupError(BackendSetupError):
     """CosyVoice cannot start on this node: model folder, package or GPU missing. Not worth retrying."""
 
 
