@@ -1,0 +1,125 @@
+"""`koe speakers check`, `koe text`, and pinning a Hub revision (against a local server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from pipeline.corpora import pin_revisions
+from pipeline.recipe import load_recipe
+from pipeline.speakers import check_bank, load_bank
+from tests.conftest import BANK, koe
+
+ENTRY = {"name": "x", "gender": "f", "age_band": "30s", "license": "CC0", "source": "recorded for tests"}
+
+
+def _bank(tmp_path, entries: list[dict]) -> object:
+    path = tmp_path / "bank.yaml"
+    path.write_text(yaml.safe_dump({"speakers": entries}, allow_unicode=True))
+    return path
+
+
+def _wav(path, seconds, rate=24000):
+    sf.write(path, 0.1 * np.sin(np.arange(int(seconds * rate)) / 7), rate)
+    return path.name
+
+
+def test_embedded_bank_is_usable_only_with_the_embedded_backend():
+    bank = load_bank(BANK)
+    assert check_bank(bank, needs_reference=False) == {}
+    problems = check_bank(bank, needs_reference=True)
+    assert len(problems) == 20 and all("no reference_audio" in p[0] for p in problems.values())
+
+
+def test_speakers_check_names_each_problem(tmp_path):
+    entries = [
+        {**ENTRY, "id": "good", "reference_audio": _wav(tmp_path / "good.wav", 5), "transcript": "こんにちは。"},
+        {**ENTRY, "id": "short", "reference_audio": _wav(tmp_path / "short.wav", 1), "transcript": "はい。"},
+        {**ENTRY, "id": "long", "reference_audio": _wav(tmp_path / "long.wav", 31), "transcript": "長い。"},
+        {**ENTRY, "id": "silent", "reference_audio": _wav(tmp_path / "ok.wav", 4), "transcript": ""},
+        {**ENTRY, "id": "gone", "reference_audio": "missing.wav", "transcript": "はい。"},
+        {**ENTRY, "id": "nolicense", "license": " ", "reference_audio": "ok.wav", "transcript": "はい。"},
+    ]
+    (tmp_path / "garbage.wav").write_bytes(b"not audio")
+    entries.append({**ENTRY, "id": "garbage", "reference_audio": "garbage.wav", "transcript": "はい。"})
+    path = _bank(tmp_path, entries)
+    result = koe("speakers", "check", str(path), "--backend", "cosyvoice2", check=False)
+    assert result.returncode == 2
+    lines = dict(line.split("\t")[::2] for line in result.stdout.splitlines())
+    assert lines["good"] == "ok"
+    assert "reference audio is 1.0 s, needs 3-30 s" in lines["short"]
+    assert "reference audio is 31.0 s" in lines["long"]
+    assert lines["silent"] == "no transcript of the reference audio"
+    assert "reference audio not found" in lines["gone"]
+    assert lines["nolicense"] == "no license"
+    assert "reference audio unreadable" in lines["garbage"]
+    assert "6 of 7 speaker(s) not usable with cosyvoice2" in result.stderr
+
+
+def test_speakers_check_accepts_the_shipped_bank():
+    result = koe("speakers", "check")
+    assert "all 20 speakers usable with openjtalk" in result.stdout
+
+
+def test_text_command_shows_what_the_tts_will_say():
+    result = koe("text", "--json", "**AI**の価格は¥1,200です。")
+    described = json.loads(result.stdout)
+    assert described["spoken_text"] == "エーアイの価格は千二百円です。"
+    assert described["reading"] == "エーアイノカカクワセンニヒャクエンデス。"
+    assert described["reject_reason"] is None and described["estimated_seconds"] > 1
+    plain = koe("text", "```\nx = 1\n```")
+    assert "reject_reason: mostly code" in plain.stdout
+
+
+class _HubRevisions(BaseHTTPRequestHandler):
+    """The one Hub endpoint `HfApi.dataset_info` calls: /api/datasets/<id>/revision/<rev>."""
+
+    commits = {"main": "0123456789abcdef0123456789abcdef01234567"}
+
+    def do_GET(self):
+        revision = self.path.split("/revision/", 1)[-1].split("?", 1)[0]
+        sha = self.commits.get(revision)
+        body = json.dumps({"id": "llm-jp/hh-rlhf-12k-ja", "sha": sha} if sha else {"error": "not found"}).encode()
+        self.send_response(200 if sha else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_hub(monkeypatch):
+    import huggingface_hub.constants
+
+    server = HTTPServer(("127.0.0.1", 0), _HubRevisions)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    yield
+    server.shutdown()
+    thread.join()
+
+
+def test_a_branch_is_pinned_to_its_commit(local_hub, make_recipe):
+    recipe = load_recipe(make_recipe(), ["sources.0.dataset=llm-jp/hh-rlhf-12k-ja", "sources.0.revision=main"])
+    pinned = pin_revisions(recipe)
+    assert pinned.sources[0].revision == _HubRevisions.commits["main"]
+    assert pinned.fingerprint() != recipe.fingerprint()
+    already = load_recipe(make_recipe(), ["sources.0.dataset=a/b", f"sources.0.revision={'f' * 40}"])
+    assert pin_revisions(already).sources[0].revision == "f" * 40  # a commit is not looked up
+
+
+def test_an_unknown_revision_is_a_clear_error(local_hub, make_recipe):
+    recipe = load_recipe(make_recipe(), ["sources.0.dataset=llm-jp/hh-rlhf-12k-ja", "sources.0.revision=v9"])
+    with pytest.raises(ValueError, match="cannot resolve revision 'v9' of llm-jp/hh-rlhf-12k-ja"):
+        pin_revisions(recipe)
