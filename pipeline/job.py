@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .audio import encode_flac
 from .corpora import make_adapter
+from .keys import derived_int
 from .manifest import write_part
 from .readings import estimate_seconds, kana_reading
 from .recipe import Recipe
@@ -37,7 +38,7 @@ class ShardJob:
 
 def sample_seed(recipe_seed: int, key: str) -> int:
     """A per-sample seed for sampling backends: fixed by the recipe seed and the key."""
-    return int.from_bytes(hashlib.sha256(f"seed:{recipe_seed}:{key}".encode()).digest()[:4], "big")
+    return derived_int("seed", recipe_seed, key)
 
 
 def _sha256(data: bytes) -> str:

@@ -20,6 +20,12 @@ def digest(text: str, chars: int = 10) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:chars]
 
 
+def derived_int(*parts: object, size: int = 4) -> int:
+    """A stable integer from its parts (seeds, draws): the same everywhere, unlike Python's `hash`."""
+    text = ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:size], "big")
+
+
 def sample_key(source: str, row_id: str) -> str:
     safe = _UNSAFE.sub("_", row_id)
     if safe != row_id or len(safe) > MAX_ID_CHARS or not safe:

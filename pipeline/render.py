@@ -6,11 +6,10 @@ where every spoken turn lies in the FLAC.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from .audio import resample, to_int16
+from .keys import derived_int
 from .readings import estimate_seconds
 from .recipe import RenderConfig
 from .records import Dialogue, Rejected, Turn
@@ -23,7 +22,7 @@ def attempt_seed(seed: int, attempt: int) -> int:
     """The first render uses the sample's seed; each retry a new one derived from it."""
     if attempt == 0:
         return seed
-    return int.from_bytes(hashlib.sha256(f"{seed}:{attempt}".encode()).digest()[:4], "big")
+    return derived_int(seed, attempt)
 
 
 def implausible(seconds: float, expected: float | None, ratio: tuple[float, float]) -> str | None:

@@ -7,13 +7,12 @@ its `transcript`; the embedded OpenJTalk backend has one HTS voice, so each spea
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .keys import KEY_PATTERN
+from .keys import KEY_PATTERN, derived_int
 
 
 class OpenJTalkVoice(BaseModel):
@@ -112,7 +111,7 @@ def assign_speakers(bank: SpeakerBank, key: str, seed: int) -> dict[str, Speaker
     share a voice and every speaker gets an equal share in expectation.
     """
     n = len(bank.speakers)
-    draw = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
+    draw = derived_int(seed, key, size=8)
     user = draw % n
     assistant = (user + 1 + (draw // n) % (n - 1)) % n
     return {"user": bank.speakers[user], "assistant": bank.speakers[assistant]}
