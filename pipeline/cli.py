@@ -25,7 +25,9 @@ def run(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="output folder (default: out/<recipe name>)")
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="only the first N input rows")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="only the first N input rows (with a selection: N selected rows)")
+    ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="join a Ray cluster ('auto' or an address); default: start Ray locally")
     ] = None,
@@ -33,32 +35,88 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a recipe key: a.b=value (repeatable)")
     ] = None,
-    force: Annotated[bool, typer.Option(help="redo every shard, even over output of another recipe")] = False,
-    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    force: Annotated[
+        bool, typer.Option(help="accept output of another recipe: redo every shard (or the selection)")
+    ] = False,
+    ids: Annotated[
+        list[str] | None, typer.Option("--ids", help="regenerate these row ids or keys (repeatable)")
+    ] = None,
+    ids_file: Annotated[Path | None, typer.Option(help="regenerate the ids or keys listed in this file")] = None,
+    sources: Annotated[list[str] | None, typer.Option("--sources", help="regenerate rows of these sources")] = None,
+    speakers: Annotated[list[str] | None, typer.Option("--speakers", help="regenerate rows voiced by these")] = None,
+    shards: Annotated[list[str] | None, typer.Option("--shards", help="regenerate rows of these shards")] = None,
+    where: Annotated[
+        str | None, typer.Option(help="regenerate rows matching a manifest query, e.g. \"status != 'written'\"")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="list what a regeneration would change and cost; change nothing")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Render a recipe into WebDataset shards plus a manifest; resumes finished shards."""
+    """Render a recipe into WebDataset shards plus a manifest; resumes, and regenerates selected rows.
+
+    Re-running on an output finishes what is missing. With --ids/--ids-file/--sources/--speakers/
+    --shards/--where, the selected rows are rendered again with new seeds; only the shards that hold
+    them are rewritten, and every other sample stays byte-identical.
+    """
     from .executors import make_executor
-    from .run import OutputConflict, run_recipe
+    from .run import OutputConflict, regeneration_preview, run_recipe
+    from .select import Selection
     from .tts import BackendSetupError
 
+    selection = Selection(
+        ids=tuple(ids or ()),
+        ids_file=ids_file,
+        sources=tuple(sources or ()),
+        speakers=tuple(speakers or ()),
+        shards=tuple(shards or ()),
+        where=where,
+    )
     try:
         config = load_recipe(recipe, set_ or [])
+        destination = output or Path("out") / config.name
+        if dry_run:
+            _print_preview(regeneration_preview(config, destination, selection, limit))
+            return
         runner = make_executor(executor, ray_address)
         summary = run_recipe(
-            config, output or Path("out") / config.name, runner, limit=limit, force=force, show_progress=progress
+            config, destination, runner, limit=limit, force=force, show_progress=progress, selection=selection
         )
     except (RecipeError, OutputConflict, BackendSetupError, ValueError) as exc:
         _fail(str(exc))
+    _print_summary(summary)
+    if summary.shards_failed:
+        _fail(f"{len(summary.shards_failed)} shard(s) failed; run again to retry: {', '.join(summary.shards_failed)}")
+
+
+def _print_summary(summary) -> None:
     result = summary.to_dict()
     typer.echo(
         f"{result['inputs']} rows: {result['written']} written, {result['rejected']} rejected, "
-        f"{result['failed']} failed; "
-        f"{result['audio_hours'] * 3600:.1f} s of audio in {result['shards']} shard(s)"
+        f"{result['failed']} failed; {result['audio_hours']:.3f} h of audio in {result['shards']} shard(s) "
+        f"({result['shards_skipped']} already done, {result['regenerated']} row(s) regenerated)"
+    )
+    typer.echo(
+        f"wall {result['wall_seconds']:.1f} s, render time {result['render_hours']:.3f} h, "
+        f"GPU-hours {result['gpu_hours']:.3f}"
     )
     for reason, count in result["rejects_by_reason"].items():
         typer.echo(f"  rejected {count}x: {reason}")
-    if summary.shards_failed:
-        _fail(f"{len(summary.shards_failed)} shard(s) failed; run again to retry: {', '.join(summary.shards_failed)}")
+
+
+def _print_preview(preview: dict) -> None:
+    typer.echo(
+        f"would regenerate {preview['rows']} row(s) {preview['by_status']} in {len(preview['shards'])} shard(s):"
+    )
+    for shard, count in preview["shards"].items():
+        typer.echo(f"  {shard}: {count} row(s); the shard's other samples are kept byte-identical")
+    typer.echo(f"about {preview['audio_hours']:.3f} h of audio")
+    if preview["render_hours"] is not None:
+        gpu = preview["render_hours"] * preview["gpus_per_render"]
+        typer.echo(
+            f"render time about {preview['render_hours']:.3f} h at the measured RTF {preview['measured_rtf']:.3f}"
+            + (f" (about {gpu:.3f} GPU-hours)" if preview["gpus_per_render"] else "")
+        )
 
 
 @app.command()

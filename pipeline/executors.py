@@ -90,6 +90,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None):
         self.address = address
+        self.pool_gpus = 0.0  # GPUs held by the synthesis actors of the last run
 
     def _connect(self):
         import ray
@@ -158,8 +159,7 @@ class RayExecutor:
                     callbacks.on_failed(job, f"{type(exc).__name__}: {exc}".splitlines()[0])
         drain()
 
-    @staticmethod
-    def _synthesis_pool(ray, recipe: Recipe) -> tuple[list, dict]:
+    def _synthesis_pool(self, ray, recipe: Recipe) -> tuple[list, dict]:
         """Actors sized to the cluster's GPUs; fails at once when the cluster has none to give."""
         tts = recipe.tts
         gpus = ray.cluster_resources().get("GPU", 0)
@@ -182,7 +182,9 @@ class RayExecutor:
             options["runtime_env"] = tts.runtime_env
         actor_class = ray.remote(SynthesisActor).options(**options, max_task_retries=recipe.execution.max_attempts)
         actors = [actor_class.remote(tts.backend, tts.options) for _ in range(count)]
-        return actors, ray.get(actors[0].info.remote())
+        info = ray.get(actors[0].info.remote())  # the model loads (or fails to) before any shard task is sent
+        self.pool_gpus = count * tts.num_gpus
+        return actors, info
 
 
 def make_executor(name: str, ray_address: str | None):

@@ -8,6 +8,7 @@ Every row ends in the manifest as written, rejected (with the reason) or failed 
 from __future__ import annotations
 
 import hashlib
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,16 +16,16 @@ from dataclasses import dataclass
 from .audio import encode_flac
 from .corpora import make_adapter
 from .keys import derived_int
-from .manifest import write_part
+from .manifest import read_manifest, write_part
 from .readings import estimate_seconds, kana_reading
 from .recipe import Recipe
 from .records import Dialogue, ManifestRow, Rejected, SourceItem
 from .render import render_dialogue
-from .sample import build_sample_json
-from .shards import DoneRecord, Output, ShardWriter
+from .sample import MEMBERS, build_sample_json
+from .shards import DoneRecord, Output, ShardWriter, read_tar_samples
 from .speakable import prepare_turns
 from .speakers import assign_speakers, load_bank
-from .tts import TTSBackend, load_backend, reads_kana
+from .tts import BackendSetupError, TTSBackend, load_backend, reads_kana
 
 VOICED_ROLES = {"sft": ("user",), "dpo": ("user",)}
 
@@ -34,11 +35,12 @@ class ShardJob:
     index: int
     name: str
     items: tuple[SourceItem, ...]
+    selected: frozenset[str] | None = None  # regeneration: only these keys are made anew, the rest kept
 
 
-def sample_seed(recipe_seed: int, key: str) -> int:
-    """A per-sample seed for sampling backends: fixed by the recipe seed and the key."""
-    return derived_int("seed", recipe_seed, key)
+def sample_seed(recipe_seed: int, key: str, generation: int = 0) -> int:
+    """A per-sample seed for sampling backends: fixed by the recipe seed, the key and its generation."""
+    return derived_int("seed", recipe_seed, key, *([generation] if generation else []))
 
 
 def _sha256(data: bytes) -> str:
@@ -82,8 +84,10 @@ class SampleMaker:
         self._reject_if_too_long(dialogue)
         speakers = assign_speakers(self.bank, item.key, recipe.seed)
         voiced = {role: speakers[role] for role in self.roles}
-        seed = sample_seed(recipe.seed, item.key)
+        seed = sample_seed(recipe.seed, item.key, item.generation)
+        started = time.perf_counter()
         pcm = render_dialogue(dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render)
+        render_seconds = time.perf_counter() - started
         duration = pcm.size / recipe.tts.sample_rate
         if duration > recipe.text.max_sample_seconds:
             raise Rejected(f"too long ({duration:.1f} s > {recipe.text.max_sample_seconds} s)")
@@ -97,8 +101,48 @@ class SampleMaker:
             speakers=",".join(s.id for s in voiced.values()),
             flac_sha256=_sha256(flac),
             json_sha256=_sha256(document),
+            generation=item.generation,
+            render_seconds=round(render_seconds, 3),
         )
         return {"flac": flac, "json": document}, row
+
+    def make_with_retries(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes] | None, ManifestRow]:
+        """A row that raises is tried again (a flaky GPU, a dropped actor); then it is quarantined as failed."""
+        attempts = self.recipe.execution.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.make(item, shard)
+            except Rejected as rejected:
+                return None, manifest_row(item, shard, "rejected", reason=rejected.reason, generation=item.generation)
+            except BackendSetupError:
+                raise  # nothing will work on this node: stop, do not mark rows failed
+            except Exception as exc:  # one bad row never stops the shard
+                if attempt == attempts:
+                    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                    error = f"{detail} (after {attempts} attempts)"
+                    return None, manifest_row(item, shard, "failed", error=error, generation=item.generation)
+        raise AssertionError("unreachable")
+
+
+class _KeptSamples:
+    """The unselected rows of a shard being regenerated, exactly as they were.
+
+    The old tar is read as a stream next to the plan: both are in input order, so memory stays
+    flat however large the shard, and every kept sample is copied byte for byte.
+    """
+
+    def __init__(self, job: ShardJob, output: Output):
+        self.rows = {row["key"]: row for row in read_manifest(output.part_path(job.name)).to_pylist()}
+        self.samples = iter(read_tar_samples(output.tar_path(job.name)))
+
+    def take(self, key: str) -> tuple[dict[str, bytes] | None, ManifestRow]:
+        row = ManifestRow(**self.rows[key])
+        if row.status != "written":
+            return None, row
+        for sample in self.samples:  # skip the selected ones, which are being made anew
+            if sample["__key__"] == key:
+                return {name: sample[name] for name in MEMBERS}, row
+        raise RuntimeError(f"{key} is in the manifest as written but not in its shard: run `koe validate`")
 
 
 def process_shard(
@@ -113,18 +157,17 @@ def process_shard(
     `backend` is where synthesis happens when not in this process (a pool of GPU actors).
     """
     maker = SampleMaker(recipe, backend)
+    kept = _KeptSamples(job, output) if job.selected is not None else None
     writer = ShardWriter(output, job.name)
     rows: list[ManifestRow] = []
     try:
         for item in job.items:
-            try:
-                members, row = maker.make(item, job.name)
+            if kept is not None and item.key not in job.selected:
+                members, row = kept.take(item.key)
+            else:
+                members, row = maker.make_with_retries(item, job.name)
+            if members:
                 writer.write(item.key, members)
-            except Rejected as rejected:
-                row = manifest_row(item, job.name, "rejected", reason=rejected.reason)
-            except Exception as exc:  # one bad row never stops the shard
-                detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                row = manifest_row(item, job.name, "failed", error=detail)
             rows.append(row)
             if on_row:
                 on_row(row)

@@ -31,6 +31,8 @@ SCHEMA = pa.schema(
         ("speakers", pa.string()),
         ("flac_sha256", pa.string()),
         ("json_sha256", pa.string()),
+        ("generation", pa.int64()),
+        ("render_seconds", pa.float64()),
     ]
 )
 

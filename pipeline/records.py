@@ -34,6 +34,7 @@ class SourceItem:
     key: str  # stable sample key, see pipeline.keys
     row_id: str
     reject_reason: str | None = None  # known before any work: unreadable line, duplicate id
+    generation: int = 0  # how often this row was regenerated; part of its render seed
 
 
 @dataclass
@@ -80,6 +81,8 @@ class ManifestRow:
     speakers: str | None = None  # comma-separated speaker ids, voiced roles only
     flac_sha256: str | None = None
     json_sha256: str | None = None
+    generation: int = 0  # bumped by each regeneration, so a re-render gets a new seed
+    render_seconds: float | None = None  # wall time of the render (for measured real-time factors)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,8 +7,10 @@ reruns possible.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,10 +22,11 @@ from tqdm import tqdm
 from .corpora import count_rows, iter_items, pin_revisions
 from .executors import Callbacks
 from .job import ShardJob, manifest_row
-from .manifest import assemble, reason_counts, status_counts, write_part
+from .manifest import assemble, read_manifest, reason_counts, status_counts, write_part
 from .recipe import Recipe
 from .records import ManifestRow
-from .shards import DoneRecord, Output, atomic_write_bytes, shard_name
+from .select import Selection, select_keys
+from .shards import DoneRecord, Output, atomic_write_bytes, file_sha256, shard_name
 from .speakers import check_bank, load_bank
 from .tts import load_backend, needs_reference_audio
 
@@ -38,8 +41,12 @@ class RunSummary:
     statuses: Counter = field(default_factory=Counter)
     rejects: Counter = field(default_factory=Counter)
     audio_hours: float = 0.0
+    render_hours: float = 0.0  # wall time spent rendering, summed over samples
+    gpu_hours: float = 0.0  # GPUs held by the actor pool x wall time
+    wall_seconds: float = 0.0
     shards: int = 0
     shards_skipped: int = 0
+    regenerated: int = 0
     shards_failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -49,7 +56,12 @@ class RunSummary:
             "rejected": self.statuses.get("rejected", 0),
             "failed": self.statuses.get("failed", 0),
             "audio_hours": round(self.audio_hours, 6),
+            "render_hours": round(self.render_hours, 6),
+            "gpu_hours": round(self.gpu_hours, 6),
+            "wall_seconds": round(self.wall_seconds, 3),
             "shards": self.shards,
+            "shards_skipped": self.shards_skipped,
+            "regenerated": self.regenerated,
             "rejects_by_reason": dict(sorted(self.rejects.items())),
         }
 
@@ -66,18 +78,44 @@ def plan_jobs(recipe: Recipe, limit: int | None) -> Iterator[ShardJob]:
         yield ShardJob(index=index, name=shard_name(recipe.name, index), items=chunk)
 
 
-def is_complete(output: Output, job: ShardJob, fingerprint: str) -> bool:
-    """A shard counts as done only if its record matches this plan and its tar is intact."""
-    done = output.done_path(job.name)
-    if not (done.is_file() and output.tar_path(job.name).is_file() and output.part_path(job.name).is_file()):
+def is_complete(output: Output, job: ShardJob) -> bool:
+    """A shard counts as done only if its record matches this plan and its tar is intact (checksum)."""
+    done, tar = output.done_path(job.name), output.tar_path(job.name)
+    if not (done.is_file() and tar.is_file() and output.part_path(job.name).is_file()):
         return False
     record = DoneRecord.read(done)
     return (
-        record.recipe_fingerprint == fingerprint
-        and record.rows == len(job.items)
+        record.rows == len(job.items)
         and record.first_key == job.items[0].key
-        and record.tar_bytes == output.tar_path(job.name).stat().st_size
+        and record.tar_bytes == tar.stat().st_size
+        and record.tar_sha256 == file_sha256(tar)
     )
+
+
+@dataclass
+class Regeneration:
+    """Rows chosen for regeneration, with the generation each moves to (a new seed)."""
+
+    generations: dict[str, int]
+    inputs: int  # rows in the existing output: the plan stays that size
+
+    @classmethod
+    def from_output(cls, output: Output, selection: Selection) -> Regeneration:
+        if not output.manifest_path.is_file():
+            raise ValueError(f"{output.root}: nothing to regenerate yet (no manifest.parquet): run it first")
+        table = read_manifest(output.manifest_path)
+        chosen = set(select_keys(table, selection))
+        current = dict(zip(table.column("key").to_pylist(), table.column("generation").to_pylist(), strict=True))
+        return cls({key: (current[key] or 0) + 1 for key in chosen}, table.num_rows)
+
+    def job(self, job: ShardJob) -> ShardJob | None:
+        """The job that remakes this shard's selected rows, or None when it holds none."""
+        items = tuple(
+            dataclasses.replace(i, generation=self.generations[i.key]) if i.key in self.generations else i
+            for i in job.items
+        )
+        selected = frozenset(i.key for i in job.items if i.key in self.generations)
+        return dataclasses.replace(job, items=items, selected=selected) if selected else None
 
 
 def _check_recipe(output: Output, recipe: Recipe, force: bool) -> None:
@@ -87,7 +125,8 @@ def _check_recipe(output: Output, recipe: Recipe, force: bool) -> None:
     if previous != recipe.fingerprint():
         raise OutputConflict(
             f"{output.root} holds output of a different recipe (fingerprint {previous}, now {recipe.fingerprint()}); "
-            "use another --output, or --force to redo every shard with the new recipe"
+            "use another --output, or --force to accept the new recipe (every shard is redone, or with a "
+            "selection only the selected rows)"
         )
 
 
@@ -125,18 +164,25 @@ def run_recipe(
     limit: int | None = None,
     force: bool = False,
     show_progress: bool = True,
+    selection: Selection | None = None,
 ) -> RunSummary:
+    """Render what the output lacks; with a selection, also remake the selected rows of finished shards.
+
+    `limit` caps the input rows of a first run, or the selected rows of a regeneration.
+    """
     output = Output(Path(output_dir))
     preflight_checks(recipe, in_process=executor.name == "inline")
     recipe = pin_revisions(recipe)
     _check_recipe(output, recipe, force)
+    regeneration = _regeneration(output, selection, limit)
+    plan_limit = regeneration.inputs if regeneration else limit
     output.prepare()
-    fingerprint = recipe.fingerprint()
     total = count_rows(recipe.sources)
-    if total is not None and limit is not None:
-        total = min(total, limit)
+    if total is not None and plan_limit is not None:
+        total = min(total, plan_limit)
     summary = RunSummary()
     bar = tqdm(total=total, unit="row", disable=not show_progress, dynamic_ncols=True, desc=recipe.name)
+    shards_bar = tqdm(unit="shard", disable=not show_progress, dynamic_ncols=True, desc="shards", position=1)
 
     def on_row(row: ManifestRow) -> None:
         bar.update(1)
@@ -152,32 +198,81 @@ def run_recipe(
     planned: list[str] = []
 
     def pending_jobs() -> Iterator[ShardJob]:
-        for job in plan_jobs(recipe, limit):
+        for job in plan_jobs(recipe, plan_limit):
             planned.append(job.name)
-            if not force and is_complete(output, job, fingerprint):
-                summary.shards_skipped += 1
-                bar.update(len(job.items))
-                continue
+            shards_bar.update(1)
+            redo_all = force and regeneration is None
+            if not redo_all and is_complete(output, job):
+                remake = regeneration.job(job) if regeneration else None
+                if remake is None:
+                    summary.shards_skipped += 1
+                    bar.update(len(job.items))
+                    continue
+                summary.regenerated += len(remake.selected)
+                bar.update(len(job.items) - len(remake.selected))
+                job = remake
             output.done_path(job.name).unlink(missing_ok=True)
             yield job
 
     atomic_write_bytes(
         output.run_path,
-        json.dumps({"recipe_fingerprint": fingerprint, "state": "running"}, indent=1).encode(),
+        json.dumps({"recipe_fingerprint": recipe.fingerprint(), "state": "running"}, indent=1).encode(),
     )
+    started = time.perf_counter()
     try:
         executor.run(pending_jobs(), recipe, output, Callbacks(on_row, on_failed))
     finally:
         bar.close()
+        shards_bar.close()
+    summary.wall_seconds = time.perf_counter() - started
     _remove_stale_shards(output, set(planned))
     table = assemble([output.part_path(name) for name in planned], output.manifest_path)
     summary.inputs = table.num_rows
     summary.statuses = status_counts(table)
     summary.rejects = reason_counts(table)
     summary.audio_hours = sum(d or 0.0 for d in table.column("duration").to_pylist()) / 3600
+    summary.render_hours = sum(d or 0.0 for d in table.column("render_seconds").to_pylist()) / 3600
+    summary.gpu_hours = summary.wall_seconds / 3600 * _pool_gpus(executor, recipe)
     summary.shards = len(planned)
     _write_run_record(output, recipe, summary)
     return summary
+
+
+def _regeneration(output: Output, selection: Selection | None, limit: int | None) -> Regeneration | None:
+    if selection is None or selection.is_empty():
+        return None
+    if limit is not None:
+        selection = dataclasses.replace(selection, limit=limit)
+    return Regeneration.from_output(output, selection)
+
+
+def _pool_gpus(executor, recipe: Recipe) -> float:
+    """GPUs held for the run: what GPU-hours are billed on (0 for CPU backends)."""
+    return getattr(executor, "pool_gpus", 0.0) if recipe.tts.num_gpus else 0.0
+
+
+def regeneration_preview(recipe: Recipe, output_dir: Path, selection: Selection, limit: int | None) -> dict:
+    """What `--dry-run` prints: shards to rewrite, rows to remake, and the audio and GPU time that costs."""
+    output = Output(Path(output_dir))
+    regeneration = _regeneration(output, selection, limit)
+    if regeneration is None:
+        raise ValueError("--dry-run previews a regeneration: name rows with --ids, --where, --shards, ...")
+    rows = read_manifest(output.manifest_path).to_pylist()
+    chosen = [r for r in rows if r["key"] in regeneration.generations]
+    written = [r for r in rows if r["status"] == "written" and r["duration"]]
+    mean = sum(r["duration"] for r in written) / len(written) if written else 0.0
+    audio_seconds = sum(r["duration"] if r["status"] == "written" else mean for r in chosen)
+    rtf = sum(r["render_seconds"] or 0.0 for r in written) / sum(r["duration"] for r in written) if written else None
+    shards: dict[str, int] = Counter(r["shard"] for r in chosen)
+    return {
+        "rows": len(chosen),
+        "by_status": dict(Counter(r["status"] for r in chosen)),
+        "shards": dict(sorted(shards.items())),
+        "audio_hours": audio_seconds / 3600,
+        "measured_rtf": rtf,
+        "render_hours": audio_seconds * rtf / 3600 if rtf is not None else None,
+        "gpus_per_render": recipe.tts.num_gpus / recipe.tts.concurrency if recipe.tts.num_gpus else 0.0,
+    }
 
 
 def _write_run_record(output: Output, recipe: Recipe, summary: RunSummary) -> None:

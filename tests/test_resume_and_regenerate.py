@@ -1,0 +1,189 @@
+"""Crash-safe resume and subset regeneration, on real OpenJTalk renders through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.manifest import SCHEMA, read_manifest
+from pipeline.validate import validate_output
+from tests.conftest import DEMO_RECIPE, REPO, koe
+
+STABLE_COLUMNS = [c for c in SCHEMA.names if c != "render_seconds"]  # a timing, not content
+
+
+def _shards(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
+
+
+def _manifest(out: Path) -> list[dict]:
+    return read_manifest(out / "manifest.parquet").select(STABLE_COLUMNS).to_pylist()
+
+
+def _members(tar_bytes: bytes) -> dict[str, bytes]:
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return {info.name: tar.extractfile(info).read() for info in tar}
+
+
+def _start_run(out: Path, executor: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pipeline", "run", str(DEMO_RECIPE), "-o", str(out), "--no-progress"]
+    command += ["--executor", executor, "--set", "output.rows_per_shard=2"]  # many shards: many crash points
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def _kill_hard(process: subprocess.Popen) -> None:
+    """kill -9 of the whole process group: the driver and, on Ray, its local cluster with it."""
+    try:
+        import os
+
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "out"
+    koe(
+        "run",
+        str(DEMO_RECIPE),
+        "-o",
+        str(out),
+        "--executor",
+        "inline",
+        "--no-progress",
+        "--set",
+        "output.rows_per_shard=2",
+    )
+    return out
+
+
+@pytest.mark.parametrize("executor", ["inline", "ray"])
+def test_killed_runs_resume_to_a_byte_identical_output(clean_run, tmp_path, executor):
+    out = tmp_path / "out"
+    chance = random.Random(f"kill-{executor}")
+    kills = 0
+    for _ in range(4):
+        process = _start_run(out, executor)
+        time.sleep(chance.uniform(2.0, 7.0))
+        if process.poll() is None:
+            _kill_hard(process)
+            kills += 1
+    assert kills >= 2, "the runs finished before they could be killed: kill earlier"
+    finish = koe(
+        "run",
+        str(DEMO_RECIPE),
+        "-o",
+        str(out),
+        "--executor",
+        executor,
+        "--no-progress",
+        "--set",
+        "output.rows_per_shard=2",
+    )
+    assert "17 rows: 10 written, 7 rejected, 0 failed" in finish.stdout
+    assert _shards(out) == _shards(clean_run)
+    assert _manifest(out) == _manifest(clean_run)
+    assert validate_output(out).ok
+    assert not list((out / "shards").glob(".*.partial"))
+
+
+def test_a_damaged_finished_shard_is_redone(clean_run, tmp_path):
+    import shutil
+
+    out = Path(shutil.copytree(clean_run, tmp_path / "out"))
+    victim = out / "shards" / "demo-000001.tar"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))  # same size: only the checksum can tell
+    result = koe(
+        "run",
+        str(DEMO_RECIPE),
+        "-o",
+        str(out),
+        "--executor",
+        "inline",
+        "--no-progress",
+        "--set",
+        "output.rows_per_shard=2",
+    )
+    assert "(8 already done" in result.stdout
+    assert _shards(out) == _shards(clean_run)
+
+
+def _regenerate(out: Path, *flags: str, check: bool = True):
+    return koe(
+        "run",
+        str(DEMO_RECIPE),
+        "-o",
+        str(out),
+        "--executor",
+        "inline",
+        "--no-progress",
+        "--set",
+        "output.rows_per_shard=2",
+        *flags,
+        check=check,
+    )
+
+
+def test_regenerating_a_few_ids_rewrites_only_their_shards(clean_run, tmp_path):
+    import shutil
+
+    out = Path(shutil.copytree(clean_run, tmp_path / "out"))
+    before_shards, before_rows = _shards(out), {r["key"]: r for r in _manifest(out)}
+    preview = _regenerate(out, "--ids", "demo-0002", "--ids", "automultiturn-row1", "--dry-run")
+    assert "would regenerate 2 row(s) {'written': 2} in 2 shard(s)" in preview.stdout
+    assert "demo-000000: 1 row(s)" in preview.stdout and "demo-000006: 1 row(s)" in preview.stdout
+    assert _shards(out) == before_shards  # a dry run changes nothing
+
+    result = _regenerate(out, "--ids", "demo-0002", "--ids", "automultiturn-row1")
+    assert "2 row(s) regenerated" in result.stdout
+    after_shards, after_rows = _shards(out), {r["key"]: r for r in _manifest(out)}
+    changed = {name for name in before_shards if before_shards[name] != after_shards[name]}
+    assert changed == {"demo-000000.tar", "demo-000006.tar"}
+    for name in changed:
+        old, new = _members(before_shards[name]), _members(after_shards[name])
+        assert old.keys() == new.keys()
+        different = {member.split(".")[0] for member in old if old[member] != new[member]}
+        assert different <= {"magpie-demo-0002", "automultiturn-row1"}
+    for key, row in after_rows.items():
+        regenerated = key in {"magpie-demo-0002", "automultiturn-row1"}
+        assert row["generation"] == (1 if regenerated else 0)
+        if not regenerated:
+            assert row == before_rows[key]
+    sample = json.loads(_members(after_shards["demo-000000.tar"])["magpie-demo-0002.json"])
+    old_sample = json.loads(_members(before_shards["demo-000000.tar"])["magpie-demo-0002.json"])
+    assert sample["render"]["seed"] != old_sample["render"]["seed"]  # a new seed, so a new render
+    assert sample["speakers"] == old_sample["speakers"]  # the same voice
+    assert validate_output(out).ok
+
+
+def test_regenerating_by_query_and_source(clean_run, tmp_path):
+    import shutil
+
+    out = Path(shutil.copytree(clean_run, tmp_path / "out"))
+    _regenerate(out, "--where", "status == 'rejected'", "--sources", "automultiturn")
+    rows = {r["key"]: r for r in _manifest(out)}
+    assert rows["automultiturn-row3"]["generation"] == 1 and rows["automultiturn-row3"]["status"] == "rejected"
+    assert all(r["generation"] == 0 for k, r in rows.items() if k != "automultiturn-row3")
+    bad = _regenerate(out, "--where", "colour == 'red'", check=False)
+    assert bad.returncode == 2 and "--where" in bad.stderr and "columns:" in bad.stderr
+
+
+def test_regenerating_needs_an_output(tmp_path):
+    result = _regenerate(tmp_path / "nothing", "--ids", "x", check=False)
+    assert result.returncode == 2 and "nothing to regenerate yet" in result.stderr
