@@ -120,6 +120,45 @@ def _print_preview(preview: dict) -> None:
 
 
 @app.command()
+def estimate(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a recipe key: a.b=value (repeatable)")
+    ] = None,
+    sample: Annotated[int, typer.Option(min=1, help="rows read and made speakable to estimate from")] = 500,
+    rows: Annotated[int | None, typer.Option(min=1, help="rows in the corpus, when it cannot be counted here")] = None,
+    rtf: Annotated[float | None, typer.Option(min=0, help="render seconds per audio second per GPU actor")] = None,
+    from_output: Annotated[Path | None, typer.Option(help="take the RTF measured on an earlier output")] = None,
+    measure: Annotated[int, typer.Option(min=1, help="rows rendered here to measure the RTF (CPU backends)")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Forecast audio hours and GPU-hours of a recipe from its corpus and a measured real-time factor."""
+    import json
+
+    from .estimate import estimate as make_estimate
+
+    try:
+        config = load_recipe(recipe, set_ or [])
+        result = make_estimate(config, sample=sample, rows=rows, rtf=rtf, from_output=from_output, measure=measure)
+    except (RecipeError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    typer.echo(
+        f"{result.sampled} row(s) sampled: {result.accepted_share:.0%} accepted, "
+        f"about {result.seconds_per_sample:.1f} s of audio each"
+    )
+    if result.audio_hours is None:
+        typer.echo("corpus size unknown here: pass --rows N for totals")
+        return
+    typer.echo(f"{result.rows} rows -> about {result.audio_hours:.2f} h of audio")
+    typer.echo(f"real-time factor: {result.rtf if result.rtf is not None else '?'} ({result.rtf_source})")
+    if result.render_hours is not None:
+        typer.echo(f"render time about {result.render_hours:.2f} h; GPU-hours about {result.gpu_hours:.2f}")
+
+
+@app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")]) -> None:
     """Re-read every shard, decode every FLAC, reconcile with the manifest; non-zero exit on problems."""
     from .validate import validate_output

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .audio import encode_flac
-from .corpora import make_adapter
+from .corpora import Adapter, make_adapter
 from .keys import derived_int
 from .manifest import read_manifest, write_part
 from .readings import estimate_seconds, kana_reading
@@ -51,6 +51,28 @@ def manifest_row(item: SourceItem, shard: str, status: str, **fields) -> Manifes
     return ManifestRow(item.source, item.row_index, item.row_id, item.key, status, shard, **fields)
 
 
+def prepare_dialogue(item: SourceItem, recipe: Recipe, adapter: Adapter, tts_reads_kana: bool) -> Dialogue:
+    """A corpus row as a dialogue whose voiced turns have spoken text and readings, or `Rejected`."""
+    if item.reject_reason:
+        raise Rejected(item.reject_reason)
+    parsed = adapter.parse(item.row)
+    dialogue = Dialogue(item.key, item.source, item.row_index, item.row_id, parsed.turns)
+    if recipe.kind == "dpo":
+        dialogue.extra = {"chosen": parsed.chosen, "rejected": parsed.rejected}
+    roles = VOICED_ROLES[recipe.kind]
+    prepare_turns(dialogue, roles, recipe.text.max_turn_chars, kana_reading, tts_reads_kana)
+    estimate = estimated_seconds(dialogue, roles, recipe.render.turn_gap_seconds)
+    if estimate > recipe.text.max_sample_seconds:  # caught from the readings, before any render time is spent
+        raise Rejected(f"too long to speak (about {estimate:.0f} s > {recipe.text.max_sample_seconds:g} s)")
+    return dialogue
+
+
+def estimated_seconds(dialogue: Dialogue, roles: tuple[str, ...], gap_seconds: float) -> float:
+    """The sample's length as its readings predict: voiced turns plus the gaps between them."""
+    turns = dialogue.spoken_turns(roles)
+    return sum(estimate_seconds(t.reading or "") for t in turns) + gap_seconds * (len(turns) - 1)
+
+
 class SampleMaker:
     """Turns one `SourceItem` into tar members, holding what is loaded once per job."""
 
@@ -63,25 +85,10 @@ class SampleMaker:
         self.roles = VOICED_ROLES[recipe.kind]
         self.tts_reads_kana = reads_kana(recipe.tts.backend)
 
-    def _reject_if_too_long(self, dialogue: Dialogue) -> None:
-        """Estimated from the readings, so text too long for the recipe costs no render time."""
-        turns = dialogue.spoken_turns(self.roles)
-        estimate = sum(estimate_seconds(t.reading or "") for t in turns)
-        estimate += self.recipe.render.turn_gap_seconds * (len(turns) - 1)
-        if estimate > self.recipe.text.max_sample_seconds:
-            raise Rejected(f"too long to speak (about {estimate:.0f} s > {self.recipe.text.max_sample_seconds:g} s)")
-
     def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         recipe = self.recipe
-        if item.reject_reason:
-            raise Rejected(item.reject_reason)
         source = self.sources[item.source]
-        parsed = self.adapters[item.source].parse(item.row)
-        dialogue = Dialogue(item.key, item.source, item.row_index, item.row_id, parsed.turns)
-        if recipe.kind == "dpo":
-            dialogue.extra = {"chosen": parsed.chosen, "rejected": parsed.rejected}
-        prepare_turns(dialogue, self.roles, recipe.text.max_turn_chars, kana_reading, self.tts_reads_kana)
-        self._reject_if_too_long(dialogue)
+        dialogue = prepare_dialogue(item, recipe, self.adapters[item.source], self.tts_reads_kana)
         speakers = assign_speakers(self.bank, item.key, recipe.seed)
         voiced = {role: speakers[role] for role in self.roles}
         seed = sample_seed(recipe.seed, item.key, item.generation)

@@ -12,9 +12,10 @@ import soundfile as sf
 import yaml
 
 from pipeline.corpora import pin_revisions
+from pipeline.manifest import read_manifest
 from pipeline.recipe import load_recipe
 from pipeline.speakers import check_bank, load_bank
-from tests.conftest import BANK, koe
+from tests.conftest import BANK, REPO, koe
 
 ENTRY = {"name": "x", "gender": "f", "age_band": "30s", "license": "CC0", "source": "recorded for tests"}
 
@@ -123,3 +124,33 @@ def test_an_unknown_revision_is_a_clear_error(local_hub, make_recipe):
     recipe = load_recipe(make_recipe(), ["sources.0.dataset=llm-jp/hh-rlhf-12k-ja", "sources.0.revision=v9"])
     with pytest.raises(ValueError, match="cannot resolve revision 'v9' of llm-jp/hh-rlhf-12k-ja"):
         pin_revisions(recipe)
+
+
+def test_estimate_extrapolates_the_corpus_and_measures_the_rtf_here():
+    from tests.conftest import DEMO_RECIPE
+
+    result = json.loads(koe("estimate", str(DEMO_RECIPE), "--json", "--measure", "2").stdout)
+    assert result["rows"] == 17 and result["sampled"] == 17
+    assert result["accepted_share"] == pytest.approx(10 / 17)
+    assert 2 < result["seconds_per_sample"] < 12
+    assert result["audio_hours"] == pytest.approx(17 * (10 / 17) * result["seconds_per_sample"] / 3600)
+    assert 0 < result["rtf"] < 1 and result["rtf_source"] == "measured here on 2 rows"
+    assert result["gpu_hours"] == 0  # the embedded backend holds no GPU
+
+
+def test_estimate_for_a_gpu_recipe_takes_the_rtf_from_an_earlier_output(demo_output):
+    from pipeline.estimate import estimate
+
+    recipe = load_recipe(
+        REPO / "recipes" / "sft_magpie.yaml", ["profile=embedded", "tts.num_gpus=1", "tts.backend=tests.gpu_tts_double"]
+    )
+    unknown = estimate(recipe, rows=132_000)
+    assert unknown.rtf is None and "needs a GPU" in unknown.rtf_source and unknown.gpu_hours is None
+    measured = estimate(recipe, rows=132_000, from_output=demo_output)
+    rows = read_manifest(demo_output / "manifest.parquet").to_pylist()
+    written = [r for r in rows if r["status"] == "written"]
+    expected_rtf = sum(r["render_seconds"] for r in written) / sum(r["duration"] for r in written)
+    assert measured.rtf == pytest.approx(expected_rtf)
+    assert measured.gpu_hours == pytest.approx(measured.audio_hours * expected_rtf)
+    given = estimate(recipe, rows=132_000, rtf=0.17)
+    assert given.gpu_hours == pytest.approx(given.audio_hours * 0.17)
