@@ -19,7 +19,15 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command()
+RUN_HELP = (
+    "Render a recipe into WebDataset shards plus a manifest; resumes, and regenerates selected rows.\n\n"
+    "Re-running on an output finishes what is missing. With any of --ids, --ids-file, --sources, --speakers, "
+    "--shards or --where, the selected rows are rendered again with new seeds: only the shards that hold them "
+    "are rewritten, and every other sample stays byte-identical."
+)
+
+
+@app.command(help=RUN_HELP)
 def run(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
     output: Annotated[
@@ -53,12 +61,7 @@ def run(
     ] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Render a recipe into WebDataset shards plus a manifest; resumes, and regenerates selected rows.
-
-    Re-running on an output finishes what is missing. With --ids/--ids-file/--sources/--speakers/
-    --shards/--where, the selected rows are rendered again with new seeds; only the shards that hold
-    them are rewritten, and every other sample stays byte-identical.
-    """
+    """Render a recipe into shards and a manifest; resume; regenerate selected rows (see RUN_HELP)."""
     from .executors import make_executor
     from .run import OutputConflict, regeneration_preview, run_recipe
     from .select import Selection
