@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .audio import encode_flac
@@ -131,6 +133,12 @@ class SampleMaker:
         raise AssertionError("unreachable")
 
 
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
 class _KeptSamples:
     """The unselected rows of a shard being regenerated, exactly as they were.
 
@@ -167,17 +175,30 @@ def process_shard(
     kept = _KeptSamples(job, output) if job.selected is not None else None
     writer = ShardWriter(output, job.name)
     rows: list[ManifestRow] = []
+
+    def write(made: tuple[dict[str, bytes] | None, ManifestRow]) -> None:
+        members, row = made
+        if members:
+            writer.write(row.key, members)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    in_flight = recipe.execution.items_in_flight
     try:
-        for item in job.items:
-            if kept is not None and item.key not in job.selected:
-                members, row = kept.take(item.key)
-            else:
-                members, row = maker.make_with_retries(item, job.name)
-            if members:
-                writer.write(item.key, members)
-            rows.append(row)
-            if on_row:
-                on_row(row)
+        # Rows are made `items_in_flight` at a time (several synthesis requests to the GPU actors from
+        # one task) and written strictly in input order, so the shard's bytes do not depend on timing.
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=job.name) as pool:
+            pending: deque[Future] = deque()
+            for item in job.items:
+                if kept is not None and item.key not in job.selected:
+                    pending.append(_done(kept.take(item.key)))  # the old tar is read in order, here
+                else:
+                    pending.append(pool.submit(maker.make_with_retries, item, job.name))
+                while len(pending) > in_flight:
+                    write(pending.popleft().result())
+            while pending:
+                write(pending.popleft().result())
         tar_bytes, tar_sha = writer.commit()
     except BaseException:
         writer.abort()

@@ -166,7 +166,12 @@ class OutputConfig(_Strict):
 
 class ExecutionConfig(_Strict):
     cpus_per_task: float = Field(default=1.0, gt=0)
-    max_tasks_in_flight: int | None = Field(default=None, gt=0, description="default: 2 per CPU")
+    max_tasks_in_flight: int | None = Field(
+        default=None, gt=0, description="shard tasks at once; default: enough to fill the GPU actors, else 2 per CPU"
+    )
+    items_in_flight: int = Field(
+        default=1, gt=0, description="rows a shard task renders at once (raise it when synthesis runs on GPU actors)"
+    )
     max_attempts: int = Field(default=3, gt=0, description="tries of a failing shard task")
 
 
@@ -198,8 +203,12 @@ class Recipe(_Strict):
         return self
 
     def fingerprint(self) -> str:
-        """Digest of everything that shapes the output (not where it runs)."""
+        """Digest of everything that shapes the output, not of where it runs: the bank counts by its
+        content (recordings included), not its path, which differs under `ray job submit --working-dir`."""
+        from .speakers import bank_digest
+
         content = self.model_dump(mode="json", exclude={"execution"})
+        content["speakers"]["bank"] = bank_digest(self.speakers.bank)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -114,6 +114,13 @@ def test_runs_are_deterministic_across_executors(demo_output, tmp_path):
         assert (tmp_path / "inline" / "shards" / tar.name).read_bytes() == tar.read_bytes()
 
 
+def test_rows_made_concurrently_are_written_in_order(demo_output, tmp_path):
+    recipe = load_recipe(DEMO_RECIPE, ["execution.items_in_flight=3"])
+    run_recipe(recipe, tmp_path / "out", InlineExecutor(), show_progress=False)
+    for tar in (demo_output / "shards").glob("*.tar"):
+        assert (tmp_path / "out" / "shards" / tar.name).read_bytes() == tar.read_bytes()
+
+
 def test_rerun_skips_finished_shards_and_refuses_another_recipe(demo_copy):
     before = {p.name: p.stat().st_mtime_ns for p in (demo_copy / "shards").glob("*.tar")}
     summary = run_recipe(load_recipe(DEMO_RECIPE), demo_copy, InlineExecutor(), show_progress=False)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from pipeline.recipe import RecipeError, load_recipe
@@ -89,3 +91,27 @@ def test_fingerprint_ignores_execution_but_not_content(make_recipe):
     base = load_recipe(path).fingerprint()
     assert load_recipe(path, ["execution.cpus_per_task=2"]).fingerprint() == base
     assert load_recipe(path, ["seed=8"]).fingerprint() != base
+
+
+def test_fingerprint_follows_the_bank_content_not_its_path(make_recipe, tmp_path):
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+    import yaml
+
+    bank_dir = tmp_path / "bank_a"
+    bank_dir.mkdir()
+    sf.write(bank_dir / "s1.wav", 0.1 * np.sin(np.arange(24000 * 4) / 5), 24000)
+    speakers = [
+        {"id": f"s{i}", "name": "x", "gender": "f", "age_band": "30s", "license": "CC0", "source": "t"}
+        | ({"reference_audio": "s1.wav", "transcript": "はい。"} if i == 1 else {})
+        for i in (1, 2)
+    ]
+    (bank_dir / "bank.yaml").write_text(yaml.safe_dump({"speakers": speakers}))
+    copy = Path(shutil.copytree(bank_dir, tmp_path / "elsewhere" / "bank_b"))
+    path = make_recipe()
+    original = load_recipe(path, [f"speakers.bank={bank_dir / 'bank.yaml'}"]).fingerprint()
+    assert load_recipe(path, [f"speakers.bank={copy / 'bank.yaml'}"]).fingerprint() == original
+    sf.write(copy / "s1.wav", 0.2 * np.sin(np.arange(24000 * 4) / 5), 24000)  # a re-recorded voice
+    assert load_recipe(path, [f"speakers.bank={copy / 'bank.yaml'}"]).fingerprint() != original

@@ -110,6 +110,7 @@ def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):
             "tts.num_gpus=1",
             "tts.cpus_per_actor=0",  # the two local CPUs go to shard tasks
             "tts.concurrency=2",
+            "execution.items_in_flight=2",  # each shard task keeps two requests in flight
         ],
     )
     summary = run_recipe(recipe, tmp_path / "out", RayExecutor(), show_progress=False)

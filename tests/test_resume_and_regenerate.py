@@ -35,9 +35,27 @@ def _members(tar_bytes: bytes) -> dict[str, bytes]:
         return {info.name: tar.extractfile(info).read() for info in tar}
 
 
+def _demo_args(out: Path, executor: str = "inline") -> list[str]:
+    """The demo with 2-row shards: many shards, so many places to crash and to regenerate."""
+    return [
+        "run",
+        str(DEMO_RECIPE),
+        "-o",
+        str(out),
+        "--no-progress",
+        "--executor",
+        executor,
+        "--set",
+        "output.rows_per_shard=2",
+    ]
+
+
+def _demo_run(out: Path, *flags: str, executor: str = "inline", check: bool = True):
+    return koe(*_demo_args(out, executor), *flags, check=check)
+
+
 def _start_run(out: Path, executor: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "pipeline", "run", str(DEMO_RECIPE), "-o", str(out), "--no-progress"]
-    command += ["--executor", executor, "--set", "output.rows_per_shard=2"]  # many shards: many crash points
+    command = [sys.executable, "-m", "pipeline", *_demo_args(out, executor)]
     return subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -57,17 +75,7 @@ def _kill_hard(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clean") / "out"
-    koe(
-        "run",
-        str(DEMO_RECIPE),
-        "-o",
-        str(out),
-        "--executor",
-        "inline",
-        "--no-progress",
-        "--set",
-        "output.rows_per_shard=2",
-    )
+    _demo_run(out)
     return out
 
 
@@ -83,17 +91,7 @@ def test_killed_runs_resume_to_a_byte_identical_output(clean_run, tmp_path, exec
             _kill_hard(process)
             kills += 1
     assert kills >= 2, "the runs finished before they could be killed: kill earlier"
-    finish = koe(
-        "run",
-        str(DEMO_RECIPE),
-        "-o",
-        str(out),
-        "--executor",
-        executor,
-        "--no-progress",
-        "--set",
-        "output.rows_per_shard=2",
-    )
+    finish = _demo_run(out, executor=executor)
     assert "17 rows: 10 written, 7 rejected, 0 failed" in finish.stdout
     assert _shards(out) == _shards(clean_run)
     assert _manifest(out) == _manifest(clean_run)
@@ -109,35 +107,9 @@ def test_a_damaged_finished_shard_is_redone(clean_run, tmp_path):
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))  # same size: only the checksum can tell
-    result = koe(
-        "run",
-        str(DEMO_RECIPE),
-        "-o",
-        str(out),
-        "--executor",
-        "inline",
-        "--no-progress",
-        "--set",
-        "output.rows_per_shard=2",
-    )
+    result = _demo_run(out)
     assert "(8 already done" in result.stdout
     assert _shards(out) == _shards(clean_run)
-
-
-def _regenerate(out: Path, *flags: str, check: bool = True):
-    return koe(
-        "run",
-        str(DEMO_RECIPE),
-        "-o",
-        str(out),
-        "--executor",
-        "inline",
-        "--no-progress",
-        "--set",
-        "output.rows_per_shard=2",
-        *flags,
-        check=check,
-    )
 
 
 def test_regenerating_a_few_ids_rewrites_only_their_shards(clean_run, tmp_path):
@@ -145,12 +117,12 @@ def test_regenerating_a_few_ids_rewrites_only_their_shards(clean_run, tmp_path):
 
     out = Path(shutil.copytree(clean_run, tmp_path / "out"))
     before_shards, before_rows = _shards(out), {r["key"]: r for r in _manifest(out)}
-    preview = _regenerate(out, "--ids", "demo-0002", "--ids", "automultiturn-row1", "--dry-run")
+    preview = _demo_run(out, "--ids", "demo-0002", "--ids", "automultiturn-row1", "--dry-run")
     assert "would regenerate 2 row(s) {'written': 2} in 2 shard(s)" in preview.stdout
     assert "demo-000000: 1 row(s)" in preview.stdout and "demo-000006: 1 row(s)" in preview.stdout
     assert _shards(out) == before_shards  # a dry run changes nothing
 
-    result = _regenerate(out, "--ids", "demo-0002", "--ids", "automultiturn-row1")
+    result = _demo_run(out, "--ids", "demo-0002", "--ids", "automultiturn-row1")
     assert "2 row(s) regenerated" in result.stdout
     after_shards, after_rows = _shards(out), {r["key"]: r for r in _manifest(out)}
     changed = {name for name in before_shards if before_shards[name] != after_shards[name]}
@@ -176,14 +148,14 @@ def test_regenerating_by_query_and_source(clean_run, tmp_path):
     import shutil
 
     out = Path(shutil.copytree(clean_run, tmp_path / "out"))
-    _regenerate(out, "--where", "status == 'rejected'", "--sources", "automultiturn")
+    _demo_run(out, "--where", "status == 'rejected'", "--sources", "automultiturn")
     rows = {r["key"]: r for r in _manifest(out)}
     assert rows["automultiturn-row3"]["generation"] == 1 and rows["automultiturn-row3"]["status"] == "rejected"
     assert all(r["generation"] == 0 for k, r in rows.items() if k != "automultiturn-row3")
-    bad = _regenerate(out, "--where", "colour == 'red'", check=False)
+    bad = _demo_run(out, "--where", "colour == 'red'", check=False)
     assert bad.returncode == 2 and "--where" in bad.stderr and "columns:" in bad.stderr
 
 
 def test_regenerating_needs_an_output(tmp_path):
-    result = _regenerate(tmp_path / "nothing", "--ids", "x", check=False)
+    result = _demo_run(tmp_path / "nothing", "--ids", "x", check=False)
     assert result.returncode == 2 and "nothing to regenerate yet" in result.stderr
