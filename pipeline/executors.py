@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -68,17 +69,26 @@ class ActorPoolBackend:
         self.sample_rate = info["sample_rate"]
         self.max_chars = info["max_chars"]
         self._describe = info["describe"]
-        self._next = start  # shard tasks start at different actors, then go round
+        self._start = start  # ties go to different actors in different shard tasks
+        self._outstanding = [0] * len(actors)
+        self._lock = threading.Lock()
 
     def describe(self) -> dict:
         return self._describe
 
     def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
+        """On the actor with the fewest of this task's requests outstanding (round-robin is blind to load)."""
         import ray
 
-        actor = self.actors[self._next % len(self.actors)]
-        self._next += 1
-        return ray.get(actor.synthesize.remote(text, speaker, seed))
+        count = len(self.actors)
+        with self._lock:
+            chosen = min(range(count), key=lambda a: (self._outstanding[a], (a - self._start) % count))
+            self._outstanding[chosen] += 1
+        try:
+            return ray.get(self.actors[chosen].synthesize.remote(text, speaker, seed))
+        finally:
+            with self._lock:
+                self._outstanding[chosen] -= 1
 
 
 def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: tuple | None) -> DoneRecord:
@@ -161,12 +171,12 @@ class RayExecutor:
 
     @staticmethod
     def _default_tasks_in_flight(ray, recipe: Recipe, pool: tuple | None) -> int:
-        """With GPU actors: enough requests to keep every slot busy with a little queue (1.5x), and no
-        more, so shards finish one after another instead of all at the end. Without: 2 tasks per CPU."""
+        """With GPU actors: enough requests to keep every slot busy with a short queue (2x), and no more,
+        so shards finish one after another instead of all at the end. Without: 2 tasks per CPU."""
         execution = recipe.execution
         if pool:
             slots = len(pool[0]) * recipe.tts.concurrency
-            return max(1, math.ceil(1.5 * slots / execution.items_in_flight))
+            return math.ceil(2 * slots / execution.items_in_flight) + 1  # +1: covers another task's drain
         cluster_cpus = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
         return max(1, int(2 * cluster_cpus / execution.cpus_per_task))
 

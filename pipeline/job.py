@@ -30,6 +30,7 @@ from .speakers import assign_speakers, load_bank
 from .tts import BackendSetupError, TTSBackend, load_backend, reads_kana
 
 VOICED_ROLES = {"sft": ("user",), "dpo": ("user",)}
+LOOKAHEAD = 4  # rows submitted ahead of the oldest unwritten one, per row in flight
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def process_shard(
                     pending.append(_done(kept.take(item.key)))  # the old tar is read in order, here
                 else:
                     pending.append(pool.submit(maker.make_with_retries, item, job.name))
-                while len(pending) > in_flight:
+                while len(pending) > LOOKAHEAD * in_flight:  # a slow row does not stall new requests
                     write(pending.popleft().result())
             while pending:
                 write(pending.popleft().result())

@@ -95,13 +95,33 @@ def shard_name(recipe_name: str, index: int) -> str:
     return f"{recipe_name}-{index:06d}"
 
 
+class _HashingFile:
+    """The partial tar, hashed as it is written: committing needs no second read of the shard."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def close(self, sync: bool) -> None:
+        if sync:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._file.close()
+
+
 class ShardWriter:
     """Writes samples into `<shard>.tar` via a hidden partial file; `commit` makes it visible."""
 
     def __init__(self, output: Output, shard: str):
         self.final = output.tar_path(shard)
         self.partial = self.final.with_name(f".{self.final.name}.partial")
-        self._file = open(self.partial, "wb")
+        self._file = _HashingFile(self.partial)
         self._tar = wds.TarWriter(self._file, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, mtime=0)
         self.samples = 0
 
@@ -110,17 +130,17 @@ class ShardWriter:
         self.samples += 1
 
     def commit(self) -> tuple[int, str]:
-        """Close, fsync and rename into place; returns the tar's size and sha256."""
-        self._tar.close()  # closes the file too
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
+        """Finish the tar, fsync and rename it into place; returns its size and sha256."""
+        self._tar.close()  # writes the end of the archive; the file itself stays ours to close
+        self._file.close(sync=True)
         os.replace(self.partial, self.final)
-        return self.final.stat().st_size, file_sha256(self.final)
+        return self._file.size, self._file.sha256.hexdigest()
 
     def abort(self) -> None:
         try:
             self._tar.close()
         finally:
+            self._file.close(sync=False)
             self.partial.unlink(missing_ok=True)
 
 

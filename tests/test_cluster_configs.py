@@ -195,7 +195,7 @@ def test_rayjob_entrypoint_is_koe_run_of_a_recipe_in_recipes_onto_shared_storage
     # The actors' call slots are filled: koe's default tasks in flight x each task's rows in flight.
     tts, execution = resolved.tts, resolved.execution
     slots = gpus / tts.num_gpus * tts.concurrency
-    tasks = execution.max_tasks_in_flight or math.ceil(1.5 * slots / execution.items_in_flight)
+    tasks = execution.max_tasks_in_flight or math.ceil(2 * slots / execution.items_in_flight) + 1
     assert tts.num_gpus > 0 and tasks * execution.items_in_flight >= slots
     # `recipes/...` resolves in the working directory: the checkout the image carries.
     working_dir = yaml.safe_load(job["runtimeEnvYAML"])["working_dir"]
