@@ -1,12 +1,12 @@
-"""Test double for a GPU TTS model, for benchmarks: a fixed latency per call, and a log of every call.
+"""Test double for a GPU TTS model (CosyVoice-like), for benchmarks and tests: a fixed latency per call,
+and a log of every call.
 
-Named as a double on purpose: it stands in for the model call only (as `tests/gpu_tts_double.py`
-does for the tests). It waits `latency_seconds` (a GPU forward pass that holds no CPU) and returns a
-tone whose length follows the text, so everything around it — the Ray actor pool, shard tasks,
-dispatch — runs for real. Each call appends `<actor id> <call key> <start> <end>` (epoch seconds)
-to `calls_dir/<pid>.log`, from which `gpu_saturation.py` counts calls and reconstructs how busy
-every actor was; the call key (from text and seed) matches the request in `dispatch_probe.py`'s log.
-`tts.backend: bench.latency_tts_double`.
+Named as a double on purpose: it stands in for the model call only. It waits `latency_seconds` (a
+GPU forward pass that holds no CPU) and returns a tone whose length follows the text, so everything
+around it — the Ray actor pool, shard tasks, dispatch — runs for real. Each call appends `<actor id>
+<call key> <start> <end>` (epoch seconds) to `calls_dir/<pid>.log`, from which `gpu_saturation.py`
+counts calls and reconstructs how busy every actor was; the call key (from text and seed) matches
+the request in `dispatch_probe.py`'s log. `tts.backend: bench.latency_tts_double`.
 """
 
 from __future__ import annotations

@@ -141,9 +141,8 @@ def test_estimate_extrapolates_the_corpus_and_measures_the_rtf_here():
 def test_estimate_for_a_gpu_recipe_takes_the_rtf_from_an_earlier_output(demo_output):
     from pipeline.estimate import estimate
 
-    recipe = load_recipe(
-        REPO / "recipes" / "sft_magpie.yaml", ["profile=embedded", "tts.num_gpus=1", "tts.backend=tests.gpu_tts_double"]
-    )
+    overrides = ["profile=embedded", "tts.num_gpus=1", "tts.backend=bench.latency_tts_double"]
+    recipe = load_recipe(REPO / "recipes" / "sft_magpie.yaml", overrides)
     unknown = estimate(recipe, rows=132_000)
     assert unknown.rtf is None and "needs a GPU" in unknown.rtf_source and unknown.gpu_hours is None
     measured = estimate(recipe, rows=132_000, from_output=demo_output)

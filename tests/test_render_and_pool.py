@@ -1,4 +1,4 @@
-"""Render retries for the TTS failure modes, and the Ray GPU actor pool around a model double."""
+"""Render retries for the TTS failure modes, and the Ray GPU actor pool around the model double in bench/."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):
     recipe = load_recipe(
         make_recipe(rows),
         [
-            "tts.backend=tests.gpu_tts_double",
+            "tts.backend=bench.latency_tts_double",
             f"tts.options={json.dumps({'latency_seconds': 0.01, 'calls_dir': str(calls)})}",
             "tts.num_gpus=1",
             "tts.cpus_per_actor=0",  # the two local CPUs go to shard tasks
@@ -115,12 +115,12 @@ def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):
     )
     summary = run_recipe(recipe, tmp_path / "out", RayExecutor(), show_progress=False)
     assert summary.statuses["written"] == 6
-    served_by = [line for log in calls.iterdir() for line in log.read_text().split()]
+    served_by = [line.split()[0] for log in calls.iterdir() for line in log.read_text().splitlines()]
     assert len(served_by) == 6 and "none" not in served_by  # every call ran inside an actor
     assert len(set(served_by)) == 2  # one actor per advertised GPU, both used
     with tarfile.open(tmp_path / "out" / "shards" / "t-000000.tar") as tar:
         sample = json.loads(tar.extractfile("src-r0.json").read())
-    assert sample["render"]["model"] == "gpu-tts-double"
+    assert sample["render"]["model"] == "latency-tts-double"
 
 
 def test_gpu_stage_without_gpus_fails_before_any_work(make_recipe, tmp_path):
@@ -131,7 +131,7 @@ def test_gpu_stage_without_gpus_fails_before_any_work(make_recipe, tmp_path):
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level="error")
     try:
         rows = [{"id": "a", "conversations": [{"role": "user", "content": "はい"}]}]
-        recipe = load_recipe(make_recipe(rows), ["tts.backend=tests.gpu_tts_double", "tts.num_gpus=1"])
+        recipe = load_recipe(make_recipe(rows), ["tts.backend=bench.latency_tts_double", "tts.num_gpus=1"])
         with pytest.raises(ValueError, match="needs GPUs, and this Ray cluster has 0"):
             run_recipe(recipe, tmp_path / "out", RayExecutor(), show_progress=False)
     finally:
