@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .corpora import count_rows, iter_items, make_adapter
 from .job import VOICED_ROLES, estimated_seconds, prepare_dialogue, sample_seed
-from .manifest import read_manifest
+from .manifest import measured_rtf, read_manifest
 from .recipe import Recipe
 from .records import Dialogue, Rejected
 from .render import render_dialogue
@@ -82,14 +82,12 @@ def _measure_rtf_here(recipe: Recipe, dialogues: list[Dialogue], count: int) -> 
 def _rtf_of_output(directory: Path) -> float | None:
     """Render seconds per audio second of an earlier run of the recipe (its manifest's timings)."""
     output = Output(directory)
-    rows = [r for r in read_manifest(output.manifest_path).to_pylist() if r["status"] == "written"]
-    audio = sum(r["duration"] or 0.0 for r in rows)
-    spent = sum(r["render_seconds"] or 0.0 for r in rows)
-    if not audio:
+    rtf = measured_rtf(read_manifest(output.manifest_path).to_pylist())
+    if rtf is None:
         return None
     run = json.loads(output.run_path.read_text()) if output.run_path.is_file() else {}
     concurrency = run.get("recipe", {}).get("tts", {}).get("concurrency", 1)
-    return spent / audio / concurrency  # requests overlapped on one actor share its time
+    return rtf / concurrency  # requests overlapped on one actor share its time
 
 
 def estimate(

@@ -81,3 +81,10 @@ def reason_counts(table: pa.Table) -> Counter:
                 reason = pattern.sub(replacement, reason)
             counts[reason] += 1
     return counts
+
+
+def measured_rtf(rows: list[dict]) -> float | None:
+    """Render seconds per audio second over the written rows (None when nothing was written)."""
+    written = [r for r in rows if r["status"] == "written" and r["duration"]]
+    audio = sum(r["duration"] for r in written)
+    return sum(r["render_seconds"] or 0.0 for r in written) / audio if audio else None

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .corpora import count_rows, iter_items, pin_revisions
 from .executors import Callbacks
 from .job import ShardJob, manifest_row
-from .manifest import assemble, read_manifest, reason_counts, status_counts, write_part
+from .manifest import assemble, measured_rtf, read_manifest, reason_counts, status_counts, write_part
 from .recipe import Recipe
 from .records import ManifestRow
 from .select import Selection, select_keys
@@ -262,7 +262,7 @@ def regeneration_preview(recipe: Recipe, output_dir: Path, selection: Selection,
     written = [r for r in rows if r["status"] == "written" and r["duration"]]
     mean = sum(r["duration"] for r in written) / len(written) if written else 0.0
     audio_seconds = sum(r["duration"] if r["status"] == "written" else mean for r in chosen)
-    rtf = sum(r["render_seconds"] or 0.0 for r in written) / sum(r["duration"] for r in written) if written else None
+    rtf = measured_rtf(rows)
     shards: dict[str, int] = Counter(r["shard"] for r in chosen)
     return {
         "rows": len(chosen),
