@@ -4,8 +4,8 @@ Pre-encoded members (FLAC of speech-like audio at 24 kHz and a sample JSON, as k
 first written to a temporary folder as `<key>.flac` / `<key>.json`, about 300 MB in all, split into
 a few shards. Then, alternating, five times each:
 
-- koe: for every sample, read its two files and `ShardWriter.write` them, then `commit()` (close,
-  fsync, rename, and the sha256 of the finished tar, which koe records for resume);
+- koe: for every sample, read its two files and `ShardWriter.write` them (the tar's sha256, which
+  koe records for resume, is computed as it is written), then `commit()` (close, fsync, rename);
 - GNU tar: `tar -cf <shard>.tar -T <list>` over the same files in the same order (run via
   subprocess), then an fsync of the tar, so both pay for getting the bytes to disk.
 
@@ -116,13 +116,13 @@ def main() -> None:
         for run in range(REPEATS):
             seconds, committing = koe_write(members, work / f"koe{run}", shards)
             koe_rates.append(payload / 1e6 / seconds)
-            with Stopwatch() as hashing:  # untimed repeat of the sha256 pass inside commit, to show its share
+            with Stopwatch() as hashing:  # an untimed sha256 pass over the tars, to show the share of hashing
                 for tar in (work / f"koe{run}" / "shards").glob("*.tar"):
                     file_sha256(tar)
             print(
                 f"koe run {run + 1}: {seconds:.2f} s = {koe_rates[-1]:.0f} MB/s "
-                f"(writing members {seconds - committing:.2f} s, commit {committing:.2f} s of which sha256 about "
-                f"{hashing.seconds:.2f} s)"
+                f"(writing members {seconds - committing:.2f} s, of which sha256 about {hashing.seconds:.2f} s; "
+                f"commit {committing:.2f} s)"
             )
             shutil.rmtree(work / f"koe{run}")
             seconds = tar_write(members, work / f"tar{run}", shards)

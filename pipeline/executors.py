@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output
 from .speakers import Speaker
-from .tts import load_backend
+from .tts import BackendSetupError, load_backend
 
 
 @dataclass
@@ -60,21 +61,59 @@ class SynthesisActor:
         return self.backend.synthesize(text, speaker, seed)
 
 
+@dataclass
+class SynthesisPool:
+    """The GPU actors, and one `info` call per actor that completes when its model has loaded (or failed to).
+
+    Shard tasks start while the models load (worker start-up and the first rows' text stage overlap
+    the load); the driver watches `loaded` and stops the run at the first actor that cannot load.
+    """
+
+    actors: list
+    loaded: list
+
+
+def backend_info(loaded_ref) -> dict:
+    """An actor's backend description; a model that failed to load is a setup error, not a row error."""
+    import ray
+
+    try:
+        return ray.get(loaded_ref)
+    except ray.exceptions.RayActorError as exc:
+        if not exc.actor_init_failed:
+            raise
+        cause = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "unknown error")
+        raise BackendSetupError(f"a synthesis actor could not load its backend: {cause}") from None
+
+
 class ActorPoolBackend:
     """The TTS backend interface, answered by a pool of `SynthesisActor`s (used inside shard tasks)."""
 
-    def __init__(self, actors: list, info: dict, start: int):
-        self.actors = actors
-        self.name = info["name"]
-        self.sample_rate = info["sample_rate"]
-        self.max_chars = info["max_chars"]
-        self._describe = info["describe"]
+    def __init__(self, pool: SynthesisPool, start: int):
+        self.actors = pool.actors
+        self._loaded = pool.loaded[0]
         self._start = start  # ties go to different actors in different shard tasks
-        self._outstanding = [0] * len(actors)
+        self._outstanding = [0] * len(self.actors)
         self._lock = threading.Lock()
 
+    @cached_property
+    def _info(self) -> dict:
+        return backend_info(self._loaded)  # the first render waits here while the model is still loading
+
+    @property
+    def name(self) -> str:
+        return self._info["name"]
+
+    @property
+    def sample_rate(self) -> int:
+        return self._info["sample_rate"]
+
+    @property
+    def max_chars(self) -> int:
+        return self._info["max_chars"]
+
     def describe(self) -> dict:
-        return self._describe
+        return self._info["describe"]
 
     def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
         """On the actor with the fewest of this task's requests outstanding (round-robin is blind to load)."""
@@ -91,8 +130,8 @@ class ActorPoolBackend:
                 self._outstanding[chosen] -= 1
 
 
-def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: tuple | None) -> DoneRecord:
-    backend = ActorPoolBackend(pool[0], pool[1], start=job.index) if pool else None
+def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: SynthesisPool | None) -> DoneRecord:
+    backend = ActorPoolBackend(pool, start=job.index) if pool else None
     return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), backend)
 
 
@@ -149,6 +188,7 @@ class RayExecutor:
 
         pending: Iterator[ShardJob] = iter(jobs)
         in_flight: dict = {}
+        loading = list(pool.loaded) if pool else []  # actors not yet known to have loaded their model
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < limit:
@@ -159,9 +199,11 @@ class RayExecutor:
                     in_flight[task.remote(job, recipe, output, inbox, pool)] = job
             if not in_flight:
                 break
-            finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            finished, _ = ray.wait(list(in_flight) + loading, num_returns=1, timeout=0.5)
+            if loading:  # before any task's result: a task that failed because a model did not load is no row error
+                loading = self._check_loaded(ray, loading, in_flight)
             drain()
-            for ref in finished:
+            for ref in (ref for ref in finished if ref in in_flight):
                 job = in_flight.pop(ref)
                 try:
                     ray.get(ref)
@@ -170,17 +212,30 @@ class RayExecutor:
         drain()
 
     @staticmethod
-    def _default_tasks_in_flight(ray, recipe: Recipe, pool: tuple | None) -> int:
+    def _check_loaded(ray, loading: list, in_flight: dict) -> list:
+        """The actors still loading; a failed load cancels every shard task and stops the run."""
+        loaded, loading = ray.wait(loading, num_returns=len(loading), timeout=0)
+        for ref in loaded:
+            try:
+                backend_info(ref)
+            except BackendSetupError:
+                for task_ref in in_flight:
+                    ray.cancel(task_ref, force=True)
+                raise
+        return loading
+
+    @staticmethod
+    def _default_tasks_in_flight(ray, recipe: Recipe, pool: SynthesisPool | None) -> int:
         """With GPU actors: enough requests to keep every slot busy with a short queue (2x), and no more,
         so shards finish one after another instead of all at the end. Without: 2 tasks per CPU."""
         execution = recipe.execution
         if pool:
-            slots = len(pool[0]) * recipe.tts.concurrency
+            slots = len(pool.actors) * recipe.tts.concurrency
             return math.ceil(2 * slots / execution.items_in_flight) + 1  # +1: covers another task's drain
         cluster_cpus = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
         return max(1, int(2 * cluster_cpus / execution.cpus_per_task))
 
-    def _synthesis_pool(self, ray, recipe: Recipe) -> tuple[list, dict]:
+    def _synthesis_pool(self, ray, recipe: Recipe) -> SynthesisPool:
         """Actors sized to the cluster's GPUs; fails at once when the cluster has none to give."""
         tts = recipe.tts
         gpus = ray.cluster_resources().get("GPU", 0)
@@ -203,9 +258,8 @@ class RayExecutor:
             options["runtime_env"] = tts.runtime_env
         actor_class = ray.remote(SynthesisActor).options(**options, max_task_retries=recipe.execution.max_attempts)
         actors = [actor_class.remote(tts.backend, tts.options) for _ in range(count)]
-        info = ray.get(actors[0].info.remote())  # the model loads (or fails to) before any shard task is sent
         self.pool_gpus = count * tts.num_gpus
-        return actors, info
+        return SynthesisPool(actors, [actor.info.remote() for actor in actors])
 
 
 def make_executor(name: str, ray_address: str | None):

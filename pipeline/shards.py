@@ -3,21 +3,27 @@
 A shard is the unit of completion (as a datatrove task is): its tar and its manifest part become
 visible only when complete, and a `done` record, written last, marks it finished. Tar members
 carry fixed metadata so that the same samples always give byte-identical shards.
+
+Shards are read with webdataset but written with the standard library's `tarfile` directly: the
+bytes are exactly those of webdataset's `TarWriter` (a test holds them equal), but `TarWriter`
+always opens tarfile's stream mode, which moves data in 10 KiB records and cost 40% of the writing
+time (bench/shard_writing.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
-
 TAR_OWNER = "koe"
 TAR_MODE = 0o444
+TAR_COPY_BUFFER = 4 << 20  # member bytes move in one piece (tarfile's default is 16 KiB)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -108,6 +114,9 @@ class _HashingFile:
         self.size += len(data)
         return self._file.write(data)
 
+    def tell(self) -> int:
+        return self.size
+
     def close(self, sync: bool) -> None:
         if sync:
             self._file.flush()
@@ -122,16 +131,22 @@ class ShardWriter:
         self.final = output.tar_path(shard)
         self.partial = self.final.with_name(f".{self.final.name}.partial")
         self._file = _HashingFile(self.partial)
-        self._tar = wds.TarWriter(self._file, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, mtime=0)
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT, copybufsize=TAR_COPY_BUFFER)
         self.samples = 0
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
-        self._tar.write({"__key__": key, **members})
+        """Members `<key>.<extension>` in extension order, as webdataset's `TarWriter` names and orders them."""
+        for extension in sorted(members):
+            data = members[extension]
+            info = tarfile.TarInfo(f"{key}.{extension}")
+            info.size, info.mtime, info.mode = len(data), 0, TAR_MODE
+            info.uname = info.gname = TAR_OWNER
+            self._tar.addfile(info, io.BytesIO(data))
         self.samples += 1
 
     def commit(self) -> tuple[int, str]:
         """Finish the tar, fsync and rename it into place; returns its size and sha256."""
-        self._tar.close()  # writes the end of the archive; the file itself stays ours to close
+        self._tar.close()  # writes the end of the archive; a file object it was given stays ours to close
         self._file.close(sync=True)
         os.replace(self.partial, self.final)
         return self._file.size, self._file.sha256.hexdigest()
@@ -146,4 +161,6 @@ class ShardWriter:
 
 def read_tar_samples(path: Path) -> Any:
     """Samples of one shard as WebDataset groups them: dicts of `__key__` and member bytes."""
+    import webdataset as wds  # here, not at the top: it imports torch (1.3 s), which shard workers need not pay
+
     return wds.WebDataset(str(path), shardshuffle=False, empty_check=False)

@@ -51,6 +51,22 @@ def make_recipe(tmp_path):
     return make
 
 
+@pytest.fixture
+def reference_bank(tmp_path) -> Path:
+    """A two-speaker bank with reference recordings (a tone each), as CosyVoice backends need; returns its path."""
+    import numpy as np
+    import soundfile as sf
+
+    speakers = []
+    for i in range(2):
+        sf.write(tmp_path / f"s{i}.wav", 0.1 * np.sin(np.arange(5 * 24000) / 9), 24000)
+        entry = {"id": f"s{i}", "name": "x", "gender": "f", "age_band": "30s", "license": "CC0", "source": "test"}
+        speakers.append({**entry, "reference_audio": f"s{i}.wav", "transcript": "こんにちは。"})
+    path = tmp_path / "reference_bank.yaml"
+    path.write_text(yaml.safe_dump({"speakers": speakers}))
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_output(tmp_path_factory) -> Path:
     """The README's demo, run once through the real CLI on local Ray with real OpenJTalk."""

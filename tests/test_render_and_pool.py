@@ -123,6 +123,30 @@ def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):
     assert sample["render"]["model"] == "latency-tts-double"
 
 
+def test_a_model_that_cannot_load_on_a_gpu_actor_stops_the_run_and_fails_no_row(
+    local_gpu_ray, make_recipe, reference_bank, tmp_path
+):
+    """The shard tasks start while the actors load; a failed load cancels them, and no row is marked failed."""
+    from pipeline.executors import RayExecutor
+    from pipeline.run import run_recipe
+    from pipeline.tts import BackendSetupError
+
+    rows = [{"id": f"r{i}", "conversations": [{"role": "user", "content": f"質問その{i}です。"}]} for i in range(6)]
+    recipe = load_recipe(
+        make_recipe(rows, speakers={"bank": str(reference_bank)}),
+        [
+            "tts.backend=cosyvoice2",
+            'tts.options={"model_dir": "/nonexistent/CosyVoice2-0.5B"}',
+            "tts.num_gpus=1",
+            "tts.cpus_per_actor=0",
+        ],
+    )
+    with pytest.raises(BackendSetupError, match="could not load its backend: .*CosyVoice model folder not found"):
+        run_recipe(recipe, tmp_path / "out", RayExecutor(), show_progress=False)
+    assert not list((tmp_path / "out" / "shards").glob("*.tar"))
+    assert not list((tmp_path / "out" / "_state").glob("*.parquet"))  # no shard recorded its rows as failed
+
+
 def test_gpu_stage_without_gpus_fails_before_any_work(make_recipe, tmp_path):
     ray = pytest.importorskip("ray")
     from pipeline.executors import RayExecutor

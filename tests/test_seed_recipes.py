@@ -85,22 +85,12 @@ def test_generic_adapter_takes_a_column_mapping(make_recipe, tmp_path):
     assert read_manifest(tmp_path / "out" / "manifest.parquet").column("key").to_pylist() == ["src-u1"]
 
 
-def test_missing_cosyvoice_model_stops_the_run_before_any_shard(tmp_path):
-    import numpy as np
-    import soundfile as sf
-    import yaml
-
+def test_missing_cosyvoice_model_stops_the_run_before_any_shard(tmp_path, reference_bank):
     from pipeline.tts import BackendSetupError
 
-    speakers = []
-    for i in range(2):
-        sf.write(tmp_path / f"s{i}.wav", 0.1 * np.sin(np.arange(5 * 24000) / 9), 24000)
-        entry = {"id": f"s{i}", "name": "x", "gender": "f", "age_band": "30s", "license": "CC0", "source": "test"}
-        speakers.append({**entry, "reference_audio": f"s{i}.wav", "transcript": "こんにちは。"})
-    (tmp_path / "bank.yaml").write_text(yaml.safe_dump({"speakers": speakers}))
     recipe = load_recipe(
         REPO / "recipes" / "sft_magpie.yaml",
-        ["profile=embedded", f"speakers.bank={tmp_path / 'bank.yaml'}", "tts.backend=cosyvoice2"]
+        ["profile=embedded", f"speakers.bank={reference_bank}", "tts.backend=cosyvoice2"]
         + ['tts.options={"model_dir": "/nonexistent/CosyVoice2-0.5B"}'],
     )
     with pytest.raises(BackendSetupError, match="CosyVoice model folder not found on this node"):
