@@ -37,6 +37,34 @@ class SourceItem:
     generation: int = 0  # how often this row was regenerated; part of its render seed
 
 
+@dataclass(frozen=True)
+class WordTiming:
+    """One spoken word and where it lies in the audio it was rendered or aligned in (seconds)."""
+
+    word: str  # surface form, as written in the turn's spoken text
+    start: float
+    end: float
+
+
+@dataclass
+class Alignment:
+    """Where the words of one rendered text lie in its audio, and how that was found."""
+
+    unit: Literal["word", "char"]  # "word": OpenJTalk's morphemes; "char": one entry per character
+    method: str  # "openjtalk-labels" (exact durations from the voice) or "ctc:<model>" (forced alignment)
+    words: list[WordTiming]
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # silent pauses inside the text (phrase ends)
+
+    def shifted(self, seconds: float) -> Alignment:
+        """The same alignment for audio that starts `seconds` later."""
+        return Alignment(
+            self.unit,
+            self.method,
+            [WordTiming(w.word, w.start + seconds, w.end + seconds) for w in self.words],
+            [(a + seconds, b + seconds) for a, b in self.pauses],
+        )
+
+
 @dataclass
 class Turn:
     role: Literal["user", "assistant"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..records import Alignment
 from ..speakers import Speaker
 
 
@@ -29,3 +30,14 @@ class TTSBackend(Protocol):
 
     def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
         """Render `text` in `speaker`'s voice; `seed` makes sampling backends reproducible."""
+
+
+@runtime_checkable
+class AligningBackend(TTSBackend, Protocol):
+    """A backend that knows where each word lies in what it renders (OpenJTalk's durations).
+
+    Duplex recipes need word timings; other backends are aligned afterwards by a CTC model.
+    """
+
+    def synthesize_aligned(self, text: str, speaker: Speaker, seed: int) -> tuple[np.ndarray, Alignment]:
+        """`synthesize`, plus the words of `text` timed in the returned audio (seconds)."""
