@@ -177,6 +177,77 @@ def validate(directory: Annotated[Path, typer.Argument(help="output folder of `k
     )
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Duplex outputs in the layouts of full-duplex training code.")
+app.add_typer(export_app, name="export")
+
+
+def _export(layout: str, directory: Path, dest: Path) -> None:
+    from .export import export
+
+    try:
+        summary = export(layout, directory, dest)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"{dest}: {summary.samples} dialogues, {summary.seconds / 3600:.3f} h, manifest {dest / 'manifest.jsonl'}"
+    )
+
+
+@export_app.command("moshi")
+def export_moshi(
+    directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
+    dest: Annotated[Path, typer.Argument(help="folder to write")],
+) -> None:
+    """kyutai moshi-finetune: stereo WAVs (left assistant), alignment JSONs beside them, manifest.jsonl."""
+    _export("moshi", directory, dest)
+
+
+@export_app.command("jmoshi")
+def export_jmoshi(
+    directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
+    dest: Annotated[Path, typer.Argument(help="folder to write")],
+) -> None:
+    """J-Moshi fine-tuning: audio/<key>.wav (left A = system), text/<key>.json word lists, manifest.jsonl."""
+    _export("jmoshi", directory, dest)
+
+
+@app.command("ingest-mono")
+def ingest_mono(
+    inputs: Annotated[Path, typer.Argument(help="a mono dialogue recording (.wav/.flac) or a folder of them")],
+    dest: Annotated[Path, typer.Argument(help="folder for the stereo FLACs, their JSONs and manifest.jsonl")],
+    diarizer: Annotated[str, typer.Option(help="vad-embedding (runs anywhere) or pyannote (local checkpoint)")] = (
+        "vad-embedding"
+    ),
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="pyannote: the local folder of a diarization pipeline (its config.yaml)")
+    ] = None,
+    num_speakers: Annotated[int | None, typer.Option(help="speakers in each recording, when known")] = None,
+    sample_rate: Annotated[int, typer.Option(help="output sample rate")] = 24000,
+) -> None:
+    """Real mono dialogues to two-channel stereo: the two main speakers on separate channels (as Moshi did).
+
+    Overlaps of the two go to both channels; other speakers are silenced; every region is listed in
+    the recording's JSON. Re-running skips recordings already done.
+    """
+    from collections import Counter
+
+    from .diarize import make_diarizer
+    from .ingest_mono import ingest_mono as run_ingest
+    from .tts import BackendSetupError
+
+    options = {k: v for k, v in {"checkpoint": checkpoint, "num_speakers": num_speakers}.items() if v is not None}
+    try:
+        summary = run_ingest(inputs, dest, make_diarizer(diarizer, **options), sample_rate)
+    except (ValueError, BackendSetupError) as exc:
+        _fail(str(exc))
+    counts = Counter(row["status"] for row in summary.rows)
+    typer.echo(
+        f"{dest}: {len(summary.rows)} recording(s): "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        + f" ({summary.kept} already done); manifest {dest / 'manifest.jsonl'}"
+    )
+
+
 speakers_app = typer.Typer(no_args_is_help=True, help="The speaker bank.")
 app.add_typer(speakers_app, name="speakers")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .audio import encode_flac
 from .corpora import Adapter, make_adapter
+from .duplex import make_composer
 from .keys import derived_int
 from .manifest import read_manifest, write_part
 from .readings import estimate_seconds, kana_reading
@@ -29,7 +30,7 @@ from .speakable import prepare_turns
 from .speakers import assign_speakers, load_bank
 from .tts import BackendSetupError, TTSBackend, load_backend, reads_kana
 
-VOICED_ROLES = {"sft": ("user",), "dpo": ("user",)}
+VOICED_ROLES = {"sft": ("user",), "dpo": ("user",), "duplex": ("user", "assistant")}
 LOOKAHEAD = 4  # rows submitted ahead of the oldest unwritten one, per row in flight
 
 
@@ -87,6 +88,7 @@ class SampleMaker:
         self.backend = backend or load_backend(recipe.tts.backend, recipe.tts.options)
         self.roles = VOICED_ROLES[recipe.kind]
         self.tts_reads_kana = reads_kana(recipe.tts.backend)
+        self.duplex = make_composer(recipe, self.backend, self.tts_reads_kana) if recipe.kind == "duplex" else None
 
     def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         recipe = self.recipe
@@ -96,13 +98,20 @@ class SampleMaker:
         voiced = {role: speakers[role] for role in self.roles}
         seed = sample_seed(recipe.seed, item.key, item.generation)
         started = time.perf_counter()
-        pcm = render_dialogue(dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render)
+        if self.duplex:
+            composed = self.duplex.compose(dialogue, voiced, seed)
+            pcm = composed.pcm
+            dialogue.extra = composed.json_fields()
+        else:
+            pcm = render_dialogue(
+                dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render
+            )
         render_seconds = time.perf_counter() - started
-        duration = pcm.size / recipe.tts.sample_rate
+        duration = pcm.shape[0] / recipe.tts.sample_rate
         if duration > recipe.text.max_sample_seconds:
             raise Rejected(f"too long ({duration:.1f} s > {recipe.text.max_sample_seconds} s)")
         flac = encode_flac(pcm, recipe.tts.sample_rate)
-        document = build_sample_json(dialogue, recipe, source, voiced, pcm.size, self.backend.describe(), seed)
+        document = build_sample_json(dialogue, recipe, source, voiced, pcm.shape, self.backend.describe(), seed)
         row = manifest_row(
             item,
             shard,

@@ -160,6 +160,86 @@ class RenderConfig(_Strict):
         return value
 
 
+def _ordered_range(value: tuple[float, float]) -> tuple[float, float]:
+    if value[0] > value[1]:
+        raise ValueError(f"a range is [low, high], got {list(value)}")
+    return value
+
+
+class GapConfig(_Strict):
+    """Silence between one speaker's end and the other's start, drawn per turn."""
+
+    distribution: Literal["lognormal", "normal", "uniform"] = "lognormal"
+    mean: float = Field(default=0.4, gt=0, description="seconds (uniform: ignored)")
+    sd: float = Field(default=0.2, ge=0, description="seconds (uniform: ignored)")
+    min: float = Field(default=0.05, ge=0)
+    max: float = Field(default=1.5, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GapConfig:
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class OverlapConfig(_Strict):
+    share: float = Field(default=0.15, ge=0, le=1, description="share of turns that start before the other has ended")
+    seconds: tuple[float, float] = Field(default=(0.2, 0.8), description="how long before the other's end")
+    _ordered = field_validator("seconds")(_ordered_range)
+
+
+class AizuchiConfig(_Strict):
+    """Backchannels on the listener's channel, at phrase boundaries of the speaker's longer turns."""
+
+    rate_per_minute: float = Field(default=8.0, ge=0, description="expected aizuchi per minute of the other's speech")
+    min_turn_seconds: float = Field(default=3.0, ge=0, description="shorter turns get none")
+    phrases: list[str] = Field(default_factory=lambda: ["はい", "うん", "ええ", "そうですね", "なるほど"], min_length=1)
+    min_spacing_seconds: float = Field(default=1.5, ge=0, description="between two aizuchi of one turn")
+    delay_seconds: tuple[float, float] = Field(default=(0.05, 0.3), description="after the phrase boundary")
+    _ordered = field_validator("delay_seconds")(_ordered_range)
+
+
+class AugmentConfig(_Strict):
+    """User-channel augmentation as Moshi did it (gain, noise, echo of the assistant); off by default."""
+
+    enabled: bool = False
+    gain_db: tuple[float, float] = (-24.0, 15.0)
+    noise_dir: Path | None = Field(default=None, description="folder of noise recordings (relative to the recipe)")
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
+    echo_gain: tuple[float, float] = (0.0, 0.2)
+    echo_delay_seconds: tuple[float, float] = (0.1, 0.5)
+    _ordered = field_validator("gain_db", "noise_snr_db", "echo_gain", "echo_delay_seconds")(_ordered_range)
+
+    @field_validator("noise_dir", mode="before")
+    @classmethod
+    def _noise_dir_exists(cls, value: Any, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve_path(str(value), info)
+        if not path.is_dir():
+            raise ValueError(f"noise folder not found: {path}")
+        return path
+
+
+class DuplexConfig(_Strict):
+    """Kind `duplex`: both sides spoken, composed on one timeline, assistant left, user right."""
+
+    gap: GapConfig = GapConfig()
+    overlap: OverlapConfig = OverlapConfig()
+    aizuchi: AizuchiConfig = AizuchiConfig()
+    augment: AugmentConfig = AugmentConfig()
+    ctc_model_dir: Path | None = Field(
+        default=None, description="Japanese CTC model folder, to align words for backends that do not time them"
+    )
+    check_channels: bool = Field(default=True, description="silero-vad on each channel against the timeline")
+    vad_tolerance_seconds: float = Field(default=0.25, ge=0, description="speech allowed outside a planned interval")
+
+    @field_validator("ctc_model_dir", mode="before")
+    @classmethod
+    def _relative_to_recipe(cls, value: Any, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve_path(str(value), info)
+
+
 class OutputConfig(_Strict):
     rows_per_shard: int = Field(default=1000, gt=0, description="input rows per shard (the unit of completion)")
 
@@ -177,13 +257,14 @@ class ExecutionConfig(_Strict):
 
 class Recipe(_Strict):
     name: str = Field(pattern=SOURCE_NAME_PATTERN)
-    kind: Literal["sft", "dpo"] = "sft"
+    kind: Literal["sft", "dpo", "duplex"] = "sft"
     seed: int = 0
     sources: list[SourceConfig] = Field(min_length=1)
     speakers: SpeakersConfig
     text: TextConfig = TextConfig()
     tts: TTSConfig = TTSConfig()
     render: RenderConfig = RenderConfig()
+    duplex: DuplexConfig = DuplexConfig()
     output: OutputConfig = OutputConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
@@ -207,7 +288,8 @@ class Recipe(_Strict):
         content (recordings included), not its path, which differs under `ray job submit --working-dir`."""
         from .speakers import bank_digest
 
-        content = self.model_dump(mode="json", exclude={"execution"})
+        unused = {"execution"} | ({"duplex"} if self.kind != "duplex" else set())  # older outputs keep resuming
+        content = self.model_dump(mode="json", exclude=unused)
         content["speakers"]["bank"] = bank_digest(self.speakers.bank)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 

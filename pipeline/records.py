@@ -76,6 +76,7 @@ class Turn:
     seed: int | None = None  # the render seed that produced the accepted audio
     start: float | None = None  # seconds into the sample's FLAC
     end: float | None = None
+    alignment: Alignment | None = None  # duplex: its words, timed in the turn's own audio until composed
 
 
 @dataclass

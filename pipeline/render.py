@@ -6,16 +6,20 @@ where every spoken turn lies in the FLAC.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .audio import resample, to_int16
 from .keys import derived_int
 from .readings import estimate_seconds
 from .recipe import RenderConfig
-from .records import Dialogue, Rejected, Turn
+from .records import Alignment, Dialogue, Rejected, Turn
 from .speakable import split_for_tts
 from .speakers import Speaker
-from .tts import EmptyAudio, TTSBackend
+from .tts import AligningBackend, EmptyAudio, TTSBackend
+
+Aligner = Callable[[np.ndarray, int, str], Alignment]  # (audio, sample rate, spoken text) -> timed words
 
 
 def attempt_seed(seed: int, attempt: int) -> int:
@@ -43,6 +47,32 @@ def synthesize_text(text: str, speaker: Speaker, backend: TTSBackend, seed: int)
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
+def synthesize_aligned(
+    turn: Turn, speaker: Speaker, backend: TTSBackend, seed: int, aligner: Aligner | None
+) -> tuple[np.ndarray, Alignment]:
+    """A turn's audio and its timed words: from the backend when it knows its durations, else by `aligner`."""
+    if isinstance(backend, AligningBackend):
+        pieces, alignments, offset = [], [], 0
+        for piece in split_for_tts(turn.tts_text or "", backend.max_chars):
+            audio, alignment = backend.synthesize_aligned(piece, speaker, seed)
+            alignments.append(alignment.shifted(offset / backend.sample_rate))
+            pieces.append(audio)
+            offset += audio.size
+        if not pieces:
+            raise EmptyAudio("nothing to say")
+        merged = Alignment(
+            alignments[0].unit,
+            alignments[0].method,
+            [w for a in alignments for w in a.words],
+            [p for a in alignments for p in a.pauses],
+        )
+        return np.concatenate(pieces), merged
+    if aligner is None:
+        raise ValueError(f"backend {backend.name!r} does not time its words: set duplex.ctc_model_dir")
+    audio = synthesize_text(turn.tts_text or "", speaker, backend, seed)
+    return audio, aligner(audio, backend.sample_rate, turn.spoken_text or "")
+
+
 def render_turn(
     turn: Turn,
     speaker: Speaker,
@@ -50,22 +80,35 @@ def render_turn(
     seed: int,
     sample_rate: int,
     config: RenderConfig,
+    aligned: bool = False,
+    aligner: Aligner | None = None,
 ) -> np.ndarray:
     """Render a turn, re-rendering with new seeds while its length does not fit the text.
 
     Neural TTS fails in known ways (nothing, dropped words, runaway repetition); a length far from
     what the reading predicts catches the gross cases here, before any heavier quality check.
+    With `aligned`, the turn's words are timed too (`turn.alignment`, seconds in the returned audio).
     """
     expected = estimate_seconds(turn.reading) if turn.reading else None
     problem = "no audio"
     for attempt in range(config.max_attempts):
         turn.seed = attempt_seed(seed, attempt)
+        alignment = None
         try:
-            audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed)
+            if aligned:
+                audio, alignment = synthesize_aligned(turn, speaker, backend, turn.seed, aligner)
+            else:
+                audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed)
         except EmptyAudio:
             audio = np.zeros(0, dtype=np.float32)
-        problem = implausible(audio.size / backend.sample_rate, expected, config.duration_ratio)
+        seconds = audio.size / backend.sample_rate
+        if alignment is not None and alignment.words:  # speech only: silence around a short aizuchi dwarfs it
+            seconds = alignment.words[-1].end - alignment.words[0].start
+        problem = implausible(seconds, expected, config.duration_ratio)
+        if problem is None and alignment is not None and not alignment.words:
+            problem = "no word could be aligned"
         if problem is None:
+            turn.alignment = alignment
             return resample(audio, backend.sample_rate, sample_rate)
     raise Rejected(f"{problem} after {config.max_attempts} render(s)")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .corpora import count_rows, iter_items, pin_revisions
+from .duplex import check_word_timing
 from .executors import Callbacks
 from .job import ShardJob, manifest_row
 from .manifest import assemble, measured_rtf, read_manifest, reason_counts, status_counts, write_part
@@ -155,6 +156,8 @@ def preflight_checks(recipe: Recipe, in_process: bool) -> None:
         )
     if in_process or recipe.tts.num_gpus == 0:
         load_backend(recipe.tts.backend, recipe.tts.options)
+    if recipe.kind == "duplex":
+        check_word_timing(recipe)
 
 
 def run_recipe(

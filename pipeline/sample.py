@@ -53,11 +53,13 @@ def build_sample_json(
     recipe: Recipe,
     source: SourceConfig,
     voiced: dict[str, Speaker],
-    num_samples: int,
+    shape: tuple[int, ...],
     backend_info: dict[str, Any],
     sample_seed: int,
 ) -> bytes:
+    """The sample's JSON; `shape` is the PCM's: (frames,) for mono, (frames, channels) for duplex."""
     rate = recipe.tts.sample_rate
+    num_samples, channels = shape[0], (shape[1] if len(shape) > 1 else 1)
     document = {
         "schema_version": SCHEMA_VERSION,
         "key": dialogue.key,
@@ -75,7 +77,7 @@ def build_sample_json(
         "speakers": {role: speaker.id for role, speaker in voiced.items()},
         "audio": {
             "sample_rate": rate,
-            "channels": 1,
+            "channels": channels,
             "num_samples": num_samples,
             "duration": round(num_samples / rate, 6),
         },
@@ -86,7 +88,11 @@ def build_sample_json(
             **backend_info,
             "options": {k: _portable(v) for k, v in recipe.tts.options.items()},
             "seed": sample_seed,
-            "turn_gap_seconds": recipe.render.turn_gap_seconds,
+            **(
+                {"turn_taking": recipe.duplex.model_dump(mode="json", exclude={"augment", "ctc_model_dir"})}
+                if recipe.kind == "duplex"
+                else {"turn_gap_seconds": recipe.render.turn_gap_seconds}
+            ),
             "voices": [_voice_record(role, speaker, recipe.tts.backend) for role, speaker in voiced.items()],
         },
     }
@@ -114,4 +120,19 @@ def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: i
     for number, turn in enumerate(document["turns"], start=1):
         if "start" in turn and not (0 <= turn["start"] < turn["end"] <= duration + 1e-6):
             problems.append(f"turn {number} offsets {turn['start']}..{turn['end']} outside 0..{duration:.3f}s")
+    if "alignments" in document:
+        problems += _alignment_problems(document["alignments"]["words"], duration)
+    return problems
+
+
+def _alignment_problems(words: list, duration: float) -> list[str]:
+    """Duplex word timings: each inside the audio, the list in time order (moshi-finetune searches it)."""
+    problems = []
+    previous = 0.0
+    for word, (start, end), role in words:
+        if not (0 <= start <= end <= duration + 1e-6):
+            problems.append(f"word {word!r} ({role}) at {start}..{end} outside 0..{duration:.3f}s")
+        if start < previous:
+            problems.append(f"word {word!r} ({role}) at {start} is out of time order")
+        previous = start
     return problems

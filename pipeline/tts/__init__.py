@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .base import BackendSetupError, EmptyAudio, TTSBackend
+from .base import AligningBackend, BackendSetupError, EmptyAudio, TTSBackend
 
 BACKENDS = {
     "openjtalk": "pipeline.tts.openjtalk",
@@ -62,6 +62,11 @@ def reads_kana(name: str) -> bool:
     return getattr(_module(name), "TEXT_INPUT", "text") == "kana"
 
 
+def times_words(name: str) -> bool:
+    """Backends that know where each word lies in their audio (`synthesize_aligned`), as OpenJTalk does."""
+    return hasattr(_module(name).Backend, "synthesize_aligned")
+
+
 @lru_cache(maxsize=4)
 def _load_cached(name: str, options_json: str) -> TTSBackend:
     backend = _module(name).Backend(**json.loads(options_json))
@@ -76,6 +81,7 @@ def load_backend(name: str, options: dict[str, Any]) -> TTSBackend:
 
 
 __all__ = [
+    "AligningBackend",
     "BACKENDS",
     "BackendSetupError",
     "EmptyAudio",
@@ -84,4 +90,5 @@ __all__ = [
     "load_backend",
     "needs_reference_audio",
     "reads_kana",
+    "times_words",
 ]

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..align import openjtalk_timing
+from ..records import Alignment
 from ..speakers import Speaker
 
 INT16_SCALE = 32768.0
@@ -37,7 +39,20 @@ class Backend:
 
     def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
         voice = speaker.openjtalk
-        samples, rate = self._pyopenjtalk.tts(text, speed=voice.speed, half_tone=voice.half_tone)
+        return self._to_unit_scale(*self._pyopenjtalk.tts(text, speed=voice.speed, half_tone=voice.half_tone))
+
+    def synthesize_aligned(self, text: str, speaker: Speaker, seed: int) -> tuple[np.ndarray, Alignment]:
+        """`synthesize`, rendered from the very labels whose durations were computed, so the timings are exact."""
+        voice = speaker.openjtalk
+        timing = openjtalk_timing(text, voice.speed)
+        audio = self._to_unit_scale(
+            *self._pyopenjtalk.synthesize(timing.labels, speed=voice.speed, half_tone=voice.half_tone)
+        )
+        if audio.size != timing.num_samples:
+            raise RuntimeError(f"OpenJTalk rendered {audio.size} samples, its duration model {timing.num_samples}")
+        return audio, timing.alignment
+
+    def _to_unit_scale(self, samples: np.ndarray, rate: int) -> np.ndarray:
         if rate != self.sample_rate:
             raise RuntimeError(f"pyopenjtalk returned {rate} Hz, expected {self.sample_rate} Hz")
         # Samples are on an int16 scale and HTS peaks can overshoot it: clip before scaling.

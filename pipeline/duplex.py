@@ -1,0 +1,316 @@
+"""Duplex: both sides of a dialogue on one timeline, the assistant on the left channel, the user on the right.
+
+Rendering turns one by one gives no turn-taking, so this stage designs it. Every voiced turn is
+rendered with its words timed, cut to its speech (first word to last) and placed on its speaker's
+channel: after a gap drawn from `duplex.gap`, or, for a share of the turns, before the other has
+finished (`duplex.overlap`). Inside the other's longer turns the listener says aizuchi (はい, うん,
+なるほど …) at phrase boundaries, the pauses the backend or the aligner found. All draws come from
+one generator seeded by the sample's seed, so a key and seed always give the same plan; every
+event is recorded in the sample JSON, and each channel is checked with a voice-activity detector
+against the plan before the sample is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .audio import to_int16
+from .augment import augment_user_channel
+from .diarize import activity_outside, speech_segments
+from .keys import derived_int
+from .readings import kana_reading
+from .recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
+from .records import Alignment, Dialogue, Rejected, Turn, WordTiming
+from .render import Aligner, render_turn
+from .speakers import Speaker
+from .tts import AligningBackend, TTSBackend, times_words
+
+CHANNELS = {"assistant": 0, "user": 1}  # moshi-finetune and J-Moshi: the model left, its user right
+EDGE_SECONDS = 0.03  # kept before the first word and after the last when a render is cut to its speech
+FADE_SECONDS = 0.005  # at the cut edges, against clicks
+AUDIBLE_LEVEL = 10 ** (-58 / 20)  # full scale = 1: where an utterance starts and ends on the timeline
+MIN_SAME_CHANNEL_GAP = 0.1  # between two things one speaker says
+AIZUCHI_EDGE_SECONDS = 1.0  # no aizuchi this close to the start of the other's turn
+MIN_HEARD_SHARE = 0.5  # of a planned utterance that the detector must hear as speech
+START_SILENCE_SECONDS = 0.2
+END_SILENCE_SECONDS = 0.3
+
+
+@dataclass
+class Event:
+    """One thing said on the timeline; `turn` is the dialogue turn it is, or the one it answers (aizuchi)."""
+
+    kind: str  # "turn" | "aizuchi"
+    role: str
+    channel: int
+    start: float
+    end: float
+    text: str
+    turn: int
+    gap: float | None = None  # turns: start minus the previous turn's end; negative = overlap
+
+
+@dataclass
+class Placed:
+    """A rendered utterance cut around its speech; words are timed from the start of `audio`.
+
+    The timeline places what is audible: a stop consonant's closure or a quiet onset before the
+    first word is heard as part of the silence, so `onset`/`offset` are the first and last audible
+    samples, not the first word's start.
+    """
+
+    audio: np.ndarray
+    alignment: Alignment
+    onset: int  # first audible sample
+    offset: int  # one past the last audible sample
+
+    def seconds(self, sample_rate: int) -> float:
+        return (self.offset - self.onset) / sample_rate
+
+
+@dataclass
+class DuplexSample:
+    pcm: np.ndarray  # int16, (frames, 2)
+    events: list[Event]
+    alignment: Alignment  # both channels, words sorted by start
+    word_roles: list[str]  # the role of each word in `alignment`
+    augmentation: dict | None
+
+    def json_fields(self) -> dict:
+        """What the sample JSON records of the composition (a fixed set of fields for every sample)."""
+        return {
+            "channels": [role for role, _ in sorted(CHANNELS.items(), key=lambda item: item[1])],
+            "timeline": [asdict(event) for event in self.events],
+            "alignments": {
+                "unit": self.alignment.unit,
+                "method": self.alignment.method,
+                "words": [
+                    [w.word, [round(w.start, 6), round(w.end, 6)], role]
+                    for w, role in zip(self.alignment.words, self.word_roles, strict=True)
+                ],
+            },
+            "augmentation": self.augmentation,
+        }
+
+
+def cut_to_speech(audio: np.ndarray, alignment: Alignment, sample_rate: int) -> Placed:
+    """The render from just before its first word to just after its last, faded at both cuts."""
+    first, last = alignment.words[0].start, alignment.words[-1].end
+    begin = max(0, int(round((first - EDGE_SECONDS) * sample_rate)))
+    end = min(audio.size, int(round((last + EDGE_SECONDS) * sample_rate)))
+    piece = audio[begin:end].astype(np.float32)
+    fade = min(int(FADE_SECONDS * sample_rate), piece.size // 2)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        piece[:fade] *= ramp
+        piece[-fade:] *= ramp[::-1]
+    audible = np.flatnonzero(np.abs(piece) > AUDIBLE_LEVEL)
+    if audible.size == 0:
+        raise Rejected("nothing audible in the render")
+    return Placed(piece, alignment.shifted(-begin / sample_rate), int(audible[0]), int(audible[-1]) + 1)
+
+
+def draw_gap(rng: np.random.Generator, config: GapConfig) -> float:
+    if config.distribution == "uniform":
+        value = rng.uniform(config.min, config.max)
+    elif config.distribution == "normal":
+        value = rng.normal(config.mean, config.sd)
+    else:  # lognormal with the configured mean and standard deviation
+        sigma2 = math.log(1 + (config.sd / config.mean) ** 2)
+        value = rng.lognormal(math.log(config.mean) - sigma2 / 2, math.sqrt(sigma2))
+    return float(min(max(value, config.min), config.max))
+
+
+def plan_turns(
+    roles: list[str], lengths: list[float], config: DuplexConfig, rng: np.random.Generator
+) -> list[tuple[float, float | None]]:
+    """(start, gap) per turn, the first without a gap: a drawn gap after the previous turn, or for a share
+    of the turns an overlap with it; never on top of the same speaker's previous turn, never before the
+    other has said a third of theirs."""
+    plan: list[tuple[float, float]] = []
+    channel_free = dict.fromkeys(CHANNELS, 0.0)
+    previous_start = previous_end = 0.0
+    for index, (role, length) in enumerate(zip(roles, lengths, strict=True)):
+        if index == 0:
+            start = START_SILENCE_SECONDS
+        elif role != roles[index - 1] and rng.random() < config.overlap.share:
+            early = rng.uniform(*config.overlap.seconds)
+            start = max(previous_end - early, previous_start + (previous_end - previous_start) / 3)
+        else:
+            start = previous_end + draw_gap(rng, config.gap)
+        start = max(start, channel_free[role] + (MIN_SAME_CHANNEL_GAP if index else 0.0))
+        plan.append((start, start - previous_end if index else None))
+        previous_start, previous_end = start, start + length
+        channel_free[role] = previous_end
+    return plan
+
+
+def aizuchi_times(
+    speaking: tuple[float, float], pauses: list[tuple[float, float]], config: DuplexConfig, rng: np.random.Generator
+) -> list[float]:
+    """When the listener starts an aizuchi inside a turn: at some of its pauses, as many as the rate gives."""
+    start, end = speaking
+    aizuchi = config.aizuchi
+    if end - start < aizuchi.min_turn_seconds:
+        return []
+    expected = aizuchi.rate_per_minute * (end - start) / 60
+    count = int(expected) + int(rng.random() < expected - int(expected))
+    candidates = [a for a, _ in pauses if start + AIZUCHI_EDGE_SECONDS <= a <= end - EDGE_SECONDS]
+    chosen: list[float] = []
+    for index in rng.permutation(len(candidates)):
+        if len(chosen) == count:
+            break
+        at = candidates[index] + rng.uniform(*aizuchi.delay_seconds)
+        if all(abs(at - other) >= aizuchi.min_spacing_seconds for other in chosen):
+            chosen.append(at)
+    return sorted(chosen)
+
+
+def _free(intervals: list[tuple[float, float]], start: float, end: float) -> bool:
+    return all(end + MIN_SAME_CHANNEL_GAP <= a or start >= b + MIN_SAME_CHANNEL_GAP for a, b in intervals)
+
+
+class DuplexComposer:
+    """Renders and composes the duplex samples of one recipe (what is loaded once per shard job)."""
+
+    def __init__(
+        self,
+        backend: TTSBackend,
+        render: RenderConfig,
+        config: DuplexConfig,
+        sample_rate: int,
+        tts_reads_kana: bool,
+        aligner: Aligner | None,
+    ):
+        self.backend = backend
+        self.render = render
+        self.config = config
+        self.rate = sample_rate
+        self.tts_reads_kana = tts_reads_kana
+        self.aligner = aligner
+
+    def _render(self, turn: Turn, speaker: Speaker, seed: int) -> Placed:
+        audio = render_turn(turn, speaker, self.backend, seed, self.rate, self.render, True, self.aligner)
+        assert turn.alignment is not None
+        return cut_to_speech(audio, turn.alignment, self.rate)
+
+    def compose(self, dialogue: Dialogue, speakers: dict[str, Speaker], seed: int) -> DuplexSample:
+        """Render every voiced turn, lay out the timeline, mix both channels; sets each turn's start and end."""
+        rng = np.random.default_rng(derived_int("duplex", seed))
+        turns = dialogue.spoken_turns(tuple(CHANNELS))
+        placed = []
+        for turn in turns:
+            try:
+                placed.append(self._render(turn, speakers[turn.role], seed))
+            except Rejected as rejected:
+                raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
+        plan = plan_turns([t.role for t in turns], [p.seconds(self.rate) for p in placed], self.config, rng)
+
+        spoken: list[tuple[Event, Placed]] = []
+        busy: dict[str, list[tuple[float, float]]] = {role: [] for role in CHANNELS}
+        for turn, piece, (start, gap) in zip(turns, placed, plan, strict=True):
+            start = self._on_a_sample(start)
+            turn.speaker = speakers[turn.role].id
+            turn.start, turn.end = start, round(start + piece.seconds(self.rate), 6)
+            index = dialogue.turns.index(turn)
+            event = Event("turn", turn.role, CHANNELS[turn.role], start, turn.end, turn.spoken_text or "", index)
+            event.gap = None if gap is None else round(gap, 6)
+            spoken.append((event, piece))
+            busy[turn.role].append((event.start, event.end))
+
+        said: dict[str, Placed] = {}  # an aizuchi phrase is rendered once per sample
+        for event, piece in list(spoken):
+            listener = next(role for role in CHANNELS if role != event.role)
+            origin = event.start - piece.onset / self.rate  # where the piece's audio begins
+            pauses = [(origin + a, origin + b) for a, b in piece.alignment.pauses]
+            for at in aizuchi_times((event.start, event.end), pauses, self.config, rng):
+                phrases = self.config.aizuchi.phrases
+                phrase = phrases[int(rng.integers(len(phrases)))]
+                if phrase not in said:
+                    said[phrase] = self._aizuchi(phrase, listener, speakers[listener], seed)
+                at = self._on_a_sample(at)
+                end = round(at + said[phrase].seconds(self.rate), 6)
+                if _free(busy[listener], at, end):
+                    busy[listener].append((at, end))
+                    spoken.append(
+                        (Event("aizuchi", listener, CHANNELS[listener], at, end, phrase, event.turn), said[phrase])
+                    )
+        spoken.sort(key=lambda item: (item[0].start, item[0].channel))
+        events = [event for event, _ in spoken]
+        stereo, alignment, roles = self._mix(spoken)
+        if self.config.check_channels:
+            self._check_channels(stereo, events)
+        augmentation = None
+        if self.config.augment.enabled:
+            augmentation = augment_user_channel(stereo, self.rate, self.config.augment, rng)
+        return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation)
+
+    def _on_a_sample(self, seconds: float) -> float:
+        """Times are placed on whole samples, so the recorded timeline is exactly where the audio is."""
+        return round(round(seconds * self.rate) / self.rate, 6)
+
+    def _aizuchi(self, phrase: str, role: str, speaker: Speaker, seed: int) -> Placed:
+        reading = kana_reading(phrase)
+        turn = Turn(role, phrase, spoken_text=phrase, tts_text=reading if self.tts_reads_kana else phrase)
+        turn.reading = reading
+        return self._render(turn, speaker, derived_int(seed, "aizuchi", phrase))
+
+    def _mix(self, spoken: list[tuple[Event, Placed]]) -> tuple[np.ndarray, Alignment, list[str]]:
+        """Float stereo of everything said, and every word timed on the timeline with its speaker's role."""
+        ends = [int(round(e.start * self.rate)) - p.onset + p.audio.size for e, p in spoken]
+        frames = max(ends) + int(END_SILENCE_SECONDS * self.rate)
+        stereo = np.zeros((frames, len(CHANNELS)), dtype=np.float32)
+        timed: list[tuple[WordTiming, str]] = []
+        for event, piece in spoken:
+            begin = int(round(event.start * self.rate)) - piece.onset
+            stereo[begin : begin + piece.audio.size, event.channel] += piece.audio
+            words = piece.alignment.shifted(begin / self.rate).words
+            timed += [(WordTiming(w.word, max(w.start, 0.0), w.end), event.role) for w in words]
+        timed.sort(key=lambda item: (item[0].start, CHANNELS[item[1]]))
+        unit, method = spoken[0][1].alignment.unit, spoken[0][1].alignment.method
+        return stereo, Alignment(unit, method, [word for word, _ in timed]), [role for _, role in timed]
+
+    def _check_channels(self, stereo: np.ndarray, events: list[Event]) -> None:
+        """Each channel must carry speech only where its own turns and aizuchi are, as a detector hears it."""
+        tolerance = self.config.vad_tolerance_seconds
+        for role, channel in CHANNELS.items():
+            planned = [(e.start, e.end) for e in events if e.channel == channel]
+            heard = speech_segments(stereo[:, channel], self.rate)
+            stray = activity_outside(heard, planned, tolerance)
+            if stray:
+                a, b = stray[0]
+                raise Rejected(f"{role} channel has speech outside its turns ({a:.2f}-{b:.2f} s)")
+            turns = [(e.start, e.end) for e in events if e.channel == channel and e.kind == "turn"]
+            for a, b in turns:  # pauses inside a turn are silent too: ask only for most of it heard
+                heard_seconds = sum(max(0.0, min(b, y) - max(a, x)) for x, y in heard)
+                if heard_seconds < MIN_HEARD_SHARE * (b - a):
+                    raise Rejected(f"{role} channel is silent where it should speak ({a:.2f}-{b:.2f} s)")
+
+
+def check_word_timing(recipe: Recipe) -> None:
+    """Before any shard: a duplex recipe needs its words timed, by the backend or by a usable CTC model."""
+    if recipe.tts.num_gpus == 0 and times_words(recipe.tts.backend):
+        return
+    if recipe.duplex.ctc_model_dir is None:
+        raise ValueError(
+            f"kind 'duplex' needs word timings and backend {recipe.tts.backend!r}"
+            + (" on GPU actors" if recipe.tts.num_gpus else "")
+            + " does not give them: set duplex.ctc_model_dir to a Japanese CTC model folder"
+        )
+    from .align import CTCModelInfo
+
+    CTCModelInfo.read(recipe.duplex.ctc_model_dir)  # the folder is shared storage, as the TTS models are
+
+
+def make_composer(recipe: Recipe, backend: TTSBackend, tts_reads_kana: bool) -> DuplexComposer:
+    """The composer for a duplex recipe; words are timed by the backend, else by the recipe's CTC model."""
+    aligner = None
+    if not isinstance(backend, AligningBackend):
+        check_word_timing(recipe)
+        from .align import CTCAligner
+
+        aligner = CTCAligner(str(recipe.duplex.ctc_model_dir)).align
+    return DuplexComposer(backend, recipe.render, recipe.duplex, recipe.tts.sample_rate, tts_reads_kana, aligner)

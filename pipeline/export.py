@@ -1,0 +1,91 @@
+"""`koe export`: duplex shards into the layouts the full-duplex fine-tuning codebases read.
+
+- `moshi` (kyutai-labs/moshi-finetune): `audio/<key>.wav` (stereo, 24 kHz, 16-bit; left = the
+  assistant, right = the user), beside it `audio/<key>.json` = `{"alignments": [[word, [start, end],
+  speaker], ...]}` sorted by start, with speaker `SPEAKER_MAIN` (the assistant) or `SPEAKER_OTHER`
+  (the user); and `manifest.jsonl` of `{"path", "duration"}` with absolute paths, because
+  moshi-finetune opens each JSON next to the path it is given, relative to its working folder.
+- `jmoshi` (J-Moshi's fine-tuning code): `audio/<key>.wav` (stereo, 24 kHz; left = speaker A, the
+  system, right = speaker B, the user) and `text/<key>.json` = `[{"speaker", "word", "start",
+  "end"}, ...]` for both speakers in time order; and `manifest.jsonl` as above.
+
+Samples stream from the shards one at a time, so memory stays flat whatever the output's size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .audio import decode_flac, resample, to_int16
+from .shards import Output, read_tar_samples
+
+MOSHI_RATE = 24000  # Mimi's rate: both codebases load audio at 24 kHz
+MOSHI_SPEAKERS = {"assistant": "SPEAKER_MAIN", "user": "SPEAKER_OTHER"}
+JMOSHI_SPEAKERS = {"assistant": "A", "user": "B"}
+LAYOUTS = ("moshi", "jmoshi")
+
+
+@dataclass
+class ExportSummary:
+    samples: int = 0
+    seconds: float = 0.0
+
+
+def duplex_samples(directory: Path) -> Iterator[tuple[str, np.ndarray, dict]]:
+    """(key, int16 stereo at 24 kHz, sample JSON) for every sample of a duplex output, shard by shard."""
+    output = Output(directory)
+    shards = sorted(output.shards_dir.glob("*.tar")) if output.shards_dir.is_dir() else []
+    if not shards:
+        raise ValueError(f"{directory}: no shards to export (is it the output folder of `koe run`?)")
+    for shard in shards:
+        for sample in read_tar_samples(shard):
+            document = json.loads(sample["json"])
+            if document.get("kind") != "duplex":
+                raise ValueError(
+                    f"{directory}: made by a kind {document.get('kind')!r} recipe; only duplex outputs "
+                    "(two channels with word alignments) can be exported"
+                )
+            audio, rate = decode_flac(sample["flac"])
+            if rate != MOSHI_RATE:
+                audio = to_int16(resample(audio.astype(np.float32) / 32768, rate, MOSHI_RATE))
+            yield sample["__key__"], audio, document
+
+
+def export(layout: str, directory: Path, dest: Path) -> ExportSummary:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown export layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    audio_dir = dest / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    if layout == "jmoshi":
+        (dest / "text").mkdir(exist_ok=True)
+    summary = ExportSummary()
+    partial = dest / ".manifest.jsonl.partial"
+    with open(partial, "w", encoding="utf-8") as manifest:
+        for key, audio, document in duplex_samples(directory):
+            wav = (audio_dir / f"{key}.wav").resolve()
+            sf.write(wav, audio, MOSHI_RATE, subtype="PCM_16")
+            words = document["alignments"]["words"]
+            if layout == "moshi":
+                alignments = [[w, [s, e], MOSHI_SPEAKERS[role]] for w, (s, e), role in words]
+                _write_json(wav.with_suffix(".json"), {"alignments": alignments})
+            else:
+                transcript = [
+                    {"speaker": JMOSHI_SPEAKERS[r], "word": w, "start": s, "end": e} for w, (s, e), r in words
+                ]
+                _write_json(dest / "text" / f"{key}.json", transcript)
+            duration = audio.shape[0] / MOSHI_RATE
+            manifest.write(json.dumps({"path": str(wav), "duration": round(duration, 6)}) + "\n")
+            summary.samples += 1
+            summary.seconds += duration
+    partial.replace(dest / "manifest.jsonl")
+    return summary
+
+
+def _write_json(path: Path, content) -> None:
+    path.write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,274 @@
+"""Duplex composition on real OpenJTalk renders, measured from the audio, not from the plan."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.duplex import CHANNELS, DuplexComposer, aizuchi_times, plan_turns
+from pipeline.readings import kana_reading
+from pipeline.recipe import DuplexConfig, RenderConfig
+from pipeline.records import Dialogue, Turn
+from pipeline.speakable import prepare_turns
+from pipeline.speakers import load_bank
+from pipeline.tts import load_backend
+from tests.conftest import BANK, REPO, koe
+
+RATE = 24000
+FRAME = 240  # 10 ms
+TOLERANCE = 0.020  # seconds: the timeline must match the audio this closely
+
+TURNS = [
+    ("user", "最近、週末に近所の公園を散歩するようになりました。季節の花がきれいで、気分転換になります。"),
+    ("assistant", "それは素敵ですね。散歩は体にも心にも良いと言われています。どんな花が咲いていましたか。"),
+    ("user", "桜はもう散っていましたが、つつじが満開でした。写真もたくさん撮りました。"),
+    ("assistant", "つつじは色が鮮やかで、写真に映えますね。朝の光の中で撮ると、さらにきれいに見えますよ。"),
+]
+
+
+def make_dialogue() -> Dialogue:
+    dialogue = Dialogue("t-0", "t", 0, "0", [Turn(role, text) for role, text in TURNS])
+    prepare_turns(dialogue, ("user", "assistant"), 600, kana_reading)
+    return dialogue
+
+
+@pytest.fixture(scope="module")
+def voices():
+    bank = load_bank(BANK).speakers
+    return {"user": bank[0], "assistant": bank[9]}
+
+
+def compose(voices, **duplex):
+    config = DuplexConfig.model_validate(duplex)
+    backend = load_backend("openjtalk", {"max_chars": 200})
+    composer = DuplexComposer(backend, RenderConfig(), config, RATE, False, None)
+    dialogue = make_dialogue()
+    return dialogue, composer.compose(dialogue, voices, seed=11)
+
+
+@pytest.fixture(scope="module")
+def busy_sample(voices):
+    """Many overlaps and aizuchi, so that every kind of event is on the timeline."""
+    return compose(voices, overlap={"share": 0.6}, aizuchi={"rate_per_minute": 40, "min_turn_seconds": 2.0})
+
+
+def loud_frames(channel: np.ndarray) -> np.ndarray:
+    """Start times of the 10 ms frames that carry sound on one channel (int16 samples)."""
+    frames = channel[: channel.size // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
+    return np.flatnonzero(np.abs(frames).max(axis=1) > 40) * FRAME / RATE
+
+
+def onset_offset(channel: np.ndarray, start: float, end: float) -> tuple[float, float]:
+    """Where sound begins and ends on a channel around a planned interval (sample-accurate)."""
+    lo, hi = int((start - 0.1) * RATE), int((end + 0.1) * RATE)
+    loud = np.flatnonzero(np.abs(channel[max(lo, 0) : hi].astype(np.int32)) > 40)
+    return (max(lo, 0) + loud[0]) / RATE, (max(lo, 0) + loud[-1]) / RATE
+
+
+def test_each_channel_sounds_only_inside_its_own_turns_and_aizuchi(busy_sample):
+    _, sample = busy_sample
+    kinds = {e.kind for e in sample.events}
+    assert kinds == {"turn", "aizuchi"}
+    assert any(e.gap is not None and e.gap < 0 for e in sample.events)  # at least one overlap
+    for role, channel in CHANNELS.items():
+        mine = [(e.start, e.end) for e in sample.events if e.role == role]
+        for t in loud_frames(sample.pcm[:, channel]):
+            assert any(a - 0.05 <= t <= b + 0.05 for a, b in mine), f"{role} channel sounds at {t:.2f} s"
+
+
+def test_gaps_overlaps_and_aizuchi_match_the_audio_within_20ms(busy_sample):
+    _, sample = busy_sample
+    measured = {}
+    for event in sample.events:
+        onset, offset = onset_offset(sample.pcm[:, event.channel], event.start, event.end)
+        assert abs(onset - event.start) <= TOLERANCE, (event, onset)
+        assert abs(offset - event.end) <= TOLERANCE, (event, offset)
+        measured[id(event)] = (onset, offset)
+    turns = [e for e in sample.events if e.kind == "turn"]
+    for before, after in zip(turns, turns[1:], strict=False):
+        heard_gap = measured[id(after)][0] - measured[id(before)][1]
+        assert abs(heard_gap - after.gap) <= 2 * TOLERANCE, (before, after, heard_gap)
+
+
+def test_aizuchi_are_in_the_listeners_voice_inside_the_others_long_turns(busy_sample):
+    _, sample = busy_sample
+    turns = {e.turn: e for e in sample.events if e.kind == "turn"}
+    for event in (e for e in sample.events if e.kind == "aizuchi"):
+        answered = turns[event.turn]
+        assert event.role != answered.role and event.channel != answered.channel
+        assert answered.start < event.start < answered.end
+        assert event.text in DuplexConfig().aizuchi.phrases
+
+
+def test_alignments_are_sorted_inside_the_audio_and_cover_every_word(busy_sample):
+    dialogue, sample = busy_sample
+    duration = sample.pcm.shape[0] / RATE
+    words = sample.alignment.words
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert all(0 <= w.start < w.end <= duration for w in words)
+    unspoken = re.compile(r"[、。！？\s]")
+    for event in sample.events:  # each utterance's words, in order, are exactly its text
+        said = "".join(
+            w.word
+            for w, role in zip(words, sample.word_roles, strict=True)
+            if role == event.role and event.start - 0.1 <= w.start < event.end
+        )
+        assert said == unspoken.sub("", event.text), (event, said)
+    for word, role in zip(words, sample.word_roles, strict=True):  # every word lies inside its speaker's audio
+        # (an event spans what is audible; a stop consonant's closure before it belongs to the first word)
+        assert any(e.role == role and e.start - 0.1 <= word.start and word.end <= e.end + 0.1 for e in sample.events)
+
+
+def test_the_same_key_and_seed_give_the_same_sample(voices, busy_sample):
+    _, again = compose(voices, overlap={"share": 0.6}, aizuchi={"rate_per_minute": 40, "min_turn_seconds": 2.0})
+    assert np.array_equal(again.pcm, busy_sample[1].pcm)
+    assert again.json_fields() == busy_sample[1].json_fields()
+
+
+def test_plan_draws_gaps_and_overlaps_as_configured():
+    rng = np.random.default_rng(0)
+    config = DuplexConfig.model_validate({"overlap": {"share": 0.3}, "gap": {"min": 0.1, "max": 1.0}})
+    roles = ["user", "assistant"] * 500
+    plan = plan_turns(roles, [3.0] * len(roles), config, rng)
+    gaps = [gap for _, gap in plan[1:]]
+    overlaps = [g for g in gaps if g < 0]
+    assert 0.25 <= len(overlaps) / len(gaps) <= 0.35
+    assert all(-0.8 - 1e-9 <= g <= -0.2 + 1e-9 for g in overlaps)
+    assert all(0.1 - 1e-9 <= g <= 1.0 + 1e-9 for g in gaps if g >= 0)
+    ends = {}
+    for (start, _), role in zip(plan, roles, strict=True):  # one speaker never overlaps themself
+        assert start >= ends.get(role, 0.0)
+        ends[role] = start + 3.0
+
+
+def test_aizuchi_only_at_pauses_of_long_turns():
+    config = DuplexConfig.model_validate({"aizuchi": {"rate_per_minute": 60, "min_turn_seconds": 3.0}})
+    pauses = [(2.0, 2.2), (4.0, 4.3), (6.0, 6.1)]
+    assert aizuchi_times((0.0, 2.5), pauses, config, np.random.default_rng(1)) == []
+    times = aizuchi_times((0.0, 8.0), pauses, config, np.random.default_rng(1))
+    assert times and all(any(a <= t <= a + 0.3 for a, _ in pauses) for t in times)
+    assert all(b - a >= config.aizuchi.min_spacing_seconds for a, b in zip(times, times[1:], strict=False))
+
+
+def test_user_channel_augmentation_is_recorded_and_leaves_the_assistant_clean(voices, busy_sample, tmp_path):
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(noise / "hum.wav", 0.05 * np.sin(np.arange(RATE) * 2 * np.pi * 60 / RATE), RATE)
+    _, augmented = compose(
+        voices,
+        overlap={"share": 0.6},
+        aizuchi={"rate_per_minute": 40, "min_turn_seconds": 2.0},
+        augment={"enabled": True, "noise_dir": str(noise), "gain_db": [-6, -6], "echo_gain": [0.1, 0.1]},
+    )
+    clean = busy_sample[1]
+    assert np.array_equal(augmented.pcm[:, 0], clean.pcm[:, 0])
+    assert not np.array_equal(augmented.pcm[:, 1], clean.pcm[:, 1])
+    applied = augmented.json_fields()["augmentation"]
+    assert applied["gain_db"] == -6.0 and applied["echo"]["gain"] == 0.1 and applied["noise"]["file"] == "hum.wav"
+
+
+@pytest.fixture(scope="module")
+def duplex_output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("duplex") / "out"
+    koe(
+        "run",
+        str(REPO / "recipes" / "duplex_magpie.yaml"),
+        "--set",
+        "profile=embedded",
+        "--output",
+        str(out),
+        "--no-progress",
+    )
+    return out
+
+
+def test_the_duplex_recipe_runs_and_validates(duplex_output):
+    from pipeline.manifest import read_manifest
+    from pipeline.shards import read_tar_samples
+
+    koe("validate", str(duplex_output))
+    manifest = read_manifest(duplex_output / "manifest.parquet").to_pylist()
+    written = [row for row in manifest if row["status"] == "written"]
+    assert len(written) >= 5
+    assert all(row["reason"] for row in manifest if row["status"] == "rejected")
+    for tar in sorted((duplex_output / "shards").glob("*.tar")):
+        for sample in read_tar_samples(tar):
+            document = json.loads(sample["json"])
+            assert document["audio"]["channels"] == 2 and document["channels"] == ["assistant", "user"]
+            assert {e["role"] for e in document["timeline"] if e["kind"] == "turn"} == {"user", "assistant"}
+            assert document["alignments"]["method"] == "openjtalk-labels"
+
+
+def test_moshi_export_follows_moshi_finetunes_loading_rules(duplex_output, tmp_path):
+    dest = tmp_path / "moshi"
+    koe("export", "moshi", str(duplex_output), str(dest))
+    entries = [json.loads(line) for line in (dest / "manifest.jsonl").read_text().splitlines()]
+    assert entries
+    for entry in entries:
+        audio, rate = sf.read(entry["path"], dtype="int16", always_2d=True)
+        assert rate == 24000 and audio.shape[1] == 2  # stereo at Mimi's rate
+        assert abs(entry["duration"] - audio.shape[0] / rate) < 1e-3
+        alignments = json.load(open(entry["path"][: -len(".wav")] + ".json"))["alignments"]
+        starts = [a[1][0] for a in alignments]
+        assert starts == sorted(starts)  # moshi-finetune bisects on start times
+        for word, (start, end), speaker in alignments:
+            assert isinstance(word, str) and word and 0 <= start <= end <= audio.shape[0] / rate
+            assert speaker in ("SPEAKER_MAIN", "SPEAKER_OTHER")
+            channel = 0 if speaker == "SPEAKER_MAIN" else 1  # the main speaker (the model) is the left channel
+            piece = audio[int(start * rate) : int(end * rate) + 1, channel]
+            assert np.abs(piece.astype(np.int32)).max() > 40, (word, speaker)
+
+
+def test_jmoshi_export_lists_both_speakers_words_in_time_order(duplex_output, tmp_path):
+    dest = tmp_path / "jmoshi"
+    koe("export", "jmoshi", str(duplex_output), str(dest))
+    wavs = sorted((dest / "audio").glob("*.wav"))
+    assert wavs
+    for wav in wavs:
+        words = json.loads((dest / "text" / f"{wav.stem}.json").read_text())
+        assert {w["speaker"] for w in words} == {"A", "B"}
+        assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+        assert sf.info(wav).channels == 2
+
+
+def test_export_refuses_an_output_that_is_not_duplex(demo_output, tmp_path):
+    result = koe("export", "moshi", str(demo_output), str(tmp_path / "x"), check=False)
+    assert result.returncode != 0 and "only duplex outputs" in result.stderr
+
+
+def test_a_backend_that_cannot_time_words_needs_a_ctc_model_before_any_shard(make_recipe, tmp_path):
+    rows = [
+        {
+            "id": "a",
+            "conversations": [{"role": "user", "content": "こんにちは。"}, {"role": "assistant", "content": "はい。"}],
+        }
+    ]
+    recipe = make_recipe(rows, kind="duplex")
+    no_model = koe(
+        "run",
+        str(recipe),
+        "--set",
+        "tts.backend=bench.latency_tts_double",
+        "--output",
+        str(tmp_path / "o"),
+        check=False,
+    )
+    assert no_model.returncode == 2 and "set duplex.ctc_model_dir" in no_model.stderr
+    (tmp_path / "ctc").mkdir()
+    empty = koe(
+        "run",
+        str(recipe),
+        "--set",
+        "tts.backend=bench.latency_tts_double",
+        "--set",
+        f"duplex.ctc_model_dir={tmp_path / 'ctc'}",
+        "--output",
+        str(tmp_path / "o"),
+        check=False,
+    )
+    assert empty.returncode == 2 and "lacks config.json, vocab.json" in empty.stderr
+    assert not (tmp_path / "o" / "shards").exists()
