@@ -87,8 +87,8 @@ class DuplexSample:
             "alignments": {
                 "unit": self.alignment.unit,
                 "method": self.alignment.method,
-                "words": [
-                    [w.word, [round(w.start, 6), round(w.end, 6)], role]
+                "words": [  # records, not moshi's [word, [start, end], speaker]: datasets needs one type per field
+                    {"word": w.word, "start": round(w.start, 6), "end": round(w.end, 6), "role": role}
                     for w, role in zip(self.alignment.words, self.word_roles, strict=True)
                 ],
             },

@@ -72,11 +72,12 @@ def export(layout: str, directory: Path, dest: Path) -> ExportSummary:
             sf.write(wav, audio, MOSHI_RATE, subtype="PCM_16")
             words = document["alignments"]["words"]
             if layout == "moshi":
-                alignments = [[w, [s, e], MOSHI_SPEAKERS[role]] for w, (s, e), role in words]
+                alignments = [[w["word"], [w["start"], w["end"]], MOSHI_SPEAKERS[w["role"]]] for w in words]
                 _write_json(wav.with_suffix(".json"), {"alignments": alignments})
             else:
                 transcript = [
-                    {"speaker": JMOSHI_SPEAKERS[r], "word": w, "start": s, "end": e} for w, (s, e), r in words
+                    {"speaker": JMOSHI_SPEAKERS[w["role"]], "word": w["word"], "start": w["start"], "end": w["end"]}
+                    for w in words
                 ]
                 _write_json(dest / "text" / f"{key}.json", transcript)
             duration = audio.shape[0] / MOSHI_RATE

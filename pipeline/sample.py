@@ -125,11 +125,12 @@ def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: i
     return problems
 
 
-def _alignment_problems(words: list, duration: float) -> list[str]:
+def _alignment_problems(words: list[dict], duration: float) -> list[str]:
     """Duplex word timings: each inside the audio, the list in time order (moshi-finetune searches it)."""
     problems = []
     previous = 0.0
-    for word, (start, end), role in words:
+    for timed in words:
+        word, start, end, role = timed["word"], timed["start"], timed["end"], timed["role"]
         if not (0 <= start <= end <= duration + 1e-6):
             problems.append(f"word {word!r} ({role}) at {start}..{end} outside 0..{duration:.3f}s")
         if start < previous:

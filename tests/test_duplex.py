@@ -272,3 +272,14 @@ def test_a_backend_that_cannot_time_words_needs_a_ctc_model_before_any_shard(mak
     )
     assert empty.returncode == 2 and "lacks config.json, vocab.json" in empty.stderr
     assert not (tmp_path / "o" / "shards").exists()
+
+
+def test_datasets_loads_duplex_shards_with_stereo_audio_and_alignments(duplex_output):
+    import datasets
+
+    shards = sorted(str(p) for p in (duplex_output / "shards").glob("*.tar"))
+    rows = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train")
+    first = rows[0]
+    assert first["json"]["alignments"]["words"][0].keys() == {"word", "start", "end", "role"}
+    samples = first["flac"].get_all_samples()
+    assert samples.data.shape[0] == 2 and samples.sample_rate == 24000
