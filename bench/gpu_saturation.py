@@ -191,7 +191,7 @@ def measure(recipe: Recipe, work: Path, calls_dir: Path, probe_dir: Path | None)
         summary = run_recipe(recipe, work / "out", RayExecutor(), show_progress=False)
         ended = time.time()
         tasks = task_spans(ray, "_run_shard_task")
-        pool = task_spans(ray, "SynthesisActor.info")
+        pool = task_spans(ray, "ModelActor.info")
     finally:
         ray.shutdown()
     return Measured(

@@ -68,6 +68,8 @@ ADAPTERS: dict[str, ColumnMapping | None] = {
     "generic": None,
 }
 
+CLIP_ADAPTERS = ("fsd50k",)  # sources of sound clips (recipe kind `captions`), not dialogues
+
 ROLES = {
     "user": "user",
     "human": "user",
@@ -159,8 +161,15 @@ class Adapter:
         return turns
 
 
-def make_adapter(source) -> Adapter:
-    return Adapter(source.mapping)
+class ClipAdapter:
+    """Sound collections (FSD50K): a row is one clip, its id the clip's file name; nothing to parse."""
+
+    def row_id(self, row: dict[str, Any], row_index: int) -> str:
+        return str(row.get("fname") or f"row{row_index}")
+
+
+def make_adapter(source) -> Adapter | ClipAdapter:
+    return ClipAdapter() if source.adapter in CLIP_ADAPTERS else Adapter(source.mapping)
 
 
 def _local_files(path: Path) -> list[str]:
@@ -235,8 +244,23 @@ def pin_revisions(recipe):
     return recipe.model_copy(update={"sources": sources})
 
 
+def _read_clips(source) -> Iterator[dict[str, Any] | Rejected]:
+    """FSD50K's clips with the license gate applied: a clip that may not be used comes as `Rejected`."""
+    from .fsd50k import read_clips
+
+    root = source.local_path
+    if root is None:
+        from huggingface_hub import snapshot_download
+
+        root = Path(snapshot_download(source.dataset, repo_type="dataset", revision=source.revision))
+    for row, reason in read_clips(root):
+        yield Rejected(reason, row) if reason else row
+
+
 def read_rows(source) -> Iterator[dict[str, Any] | Rejected]:
     """The rows of one recipe source in file order; unreadable rows come as `Rejected`."""
+    if source.adapter in CLIP_ADAPTERS:
+        return _read_clips(source)
     return _read_local(source.local_path) if source.local_path else _read_hub(source)
 
 
@@ -247,8 +271,8 @@ def iter_items(sources) -> Iterator[SourceItem]:
         adapter = make_adapter(source)
         for row_index, row in enumerate(read_rows(source)):
             reason = row.reason if isinstance(row, Rejected) else None
-            row = {} if reason else row
-            row_id = f"row{row_index}" if reason else adapter.row_id(row, row_index)
+            row = (row.row or {}) if isinstance(row, Rejected) else row
+            row_id = adapter.row_id(row, row_index)
             key = sample_key(source.name, row_id)
             if key in first_seen:
                 reason = f"duplicate id {row_id!r} (first at {first_seen[key]})"
@@ -261,7 +285,7 @@ def count_rows(sources) -> int | None:
     """Rows in all sources when cheaply known (for progress ETA), else None."""
     total = 0
     for source in sources:
-        if not source.local_path:
+        if not source.local_path or source.adapter in CLIP_ADAPTERS:
             return None
         for file in _local_files(source.local_path):
             if file.endswith(".parquet"):

@@ -43,26 +43,36 @@ class InlineExecutor:
                 callbacks.on_failed(job, f"{type(exc).__name__}: {exc}")
 
 
-class SynthesisActor:
-    """One backend (one model on its GPU) serving synthesis calls from many shard tasks.
+def load_stage_model(stage: str, backend: str, options: dict):
+    """The model of a recipe's GPU stage: a TTS backend, or a captioner."""
+    if stage == "captioner":
+        from .captioners import load_captioner
 
-    Created with `max_concurrency = tts.concurrency`, so several requests share the loaded model;
-    the actor runs in the backend's own `runtime_env` (CosyVoice pins its own torch).
+        return load_captioner(backend, options)
+    return load_backend(backend, options)
+
+
+class ModelActor:
+    """One model (on its GPU) serving calls from many shard tasks: a TTS backend or a captioner.
+
+    Created with `max_concurrency` = the stage's `concurrency`, so several requests share the loaded
+    model; the actor runs in the stage's own `runtime_env` (CosyVoice and vLLM pin their own torch).
     """
 
-    def __init__(self, backend: str, options: dict):
-        self.backend = load_backend(backend, options)
+    def __init__(self, stage: str, backend: str, options: dict):
+        self.model = load_stage_model(stage, backend, options)
 
     def info(self) -> dict:
-        b = self.backend
-        return {"name": b.name, "sample_rate": b.sample_rate, "max_chars": b.max_chars, "describe": b.describe()}
+        model = self.model
+        facts = {name: getattr(model, name) for name in ("sample_rate", "max_chars") if hasattr(model, name)}
+        return {"name": model.name, "describe": model.describe(), **facts}
 
-    def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
-        return self.backend.synthesize(text, speaker, seed)
+    def call(self, method: str, *args):
+        return getattr(self.model, method)(*args)
 
 
 @dataclass
-class SynthesisPool:
+class ModelPool:
     """The GPU actors, and one `info` call per actor that completes when its model has loaded (or failed to).
 
     Shard tasks start while the models load (worker start-up and the first rows' text stage overlap
@@ -86,10 +96,10 @@ def backend_info(loaded_ref) -> dict:
         raise BackendSetupError(f"a synthesis actor could not load its backend: {cause}") from None
 
 
-class ActorPoolBackend:
-    """The TTS backend interface, answered by a pool of `SynthesisActor`s (used inside shard tasks)."""
+class ActorPoolModel:
+    """A model's interface inside shard tasks, answered by a pool of `ModelActor`s."""
 
-    def __init__(self, pool: SynthesisPool, start: int):
+    def __init__(self, pool: ModelPool, start: int):
         self.actors = pool.actors
         self._loaded = pool.loaded[0]
         self._start = start  # ties go to different actors in different shard tasks
@@ -104,18 +114,10 @@ class ActorPoolBackend:
     def name(self) -> str:
         return self._info["name"]
 
-    @property
-    def sample_rate(self) -> int:
-        return self._info["sample_rate"]
-
-    @property
-    def max_chars(self) -> int:
-        return self._info["max_chars"]
-
     def describe(self) -> dict:
         return self._info["describe"]
 
-    def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
+    def call(self, method: str, *args):
         """On the actor with the fewest of this task's requests outstanding (round-robin is blind to load)."""
         import ray
 
@@ -124,15 +126,38 @@ class ActorPoolBackend:
             chosen = min(range(count), key=lambda a: (self._outstanding[a], (a - self._start) % count))
             self._outstanding[chosen] += 1
         try:
-            return ray.get(self.actors[chosen].synthesize.remote(text, speaker, seed))
+            return ray.get(self.actors[chosen].call.remote(method, *args))
         finally:
             with self._lock:
                 self._outstanding[chosen] -= 1
 
 
-def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: SynthesisPool | None) -> DoneRecord:
-    backend = ActorPoolBackend(pool, start=job.index) if pool else None
-    return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), backend)
+class ActorPoolBackend(ActorPoolModel):
+    """The TTS backend interface over the pool."""
+
+    @property
+    def sample_rate(self) -> int:
+        return self._info["sample_rate"]
+
+    @property
+    def max_chars(self) -> int:
+        return self._info["max_chars"]
+
+    def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
+        return self.call("synthesize", text, speaker, seed)
+
+
+class ActorPoolCaptioner(ActorPoolModel):
+    """The captioner interface over the pool."""
+
+    def caption(self, audio: np.ndarray, seed: int):
+        return self.call("caption", audio, seed)
+
+
+def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: ModelPool | None) -> DoneRecord:
+    proxy = ActorPoolCaptioner if recipe.kind == "captions" else ActorPoolBackend
+    model = proxy(pool, start=job.index) if pool else None
+    return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), model)
 
 
 class RayExecutor:
@@ -173,7 +198,7 @@ class RayExecutor:
                 return rows
 
         inbox = RowInbox.remote()
-        pool = self._synthesis_pool(ray, recipe) if recipe.tts.num_gpus > 0 else None
+        pool = self._model_pool(ray, recipe) if recipe.model_stage.num_gpus > 0 else None
         execution = recipe.execution
         task = ray.remote(_run_shard_task).options(
             num_cpus=execution.cpus_per_task,
@@ -225,41 +250,42 @@ class RayExecutor:
         return loading
 
     @staticmethod
-    def _default_tasks_in_flight(ray, recipe: Recipe, pool: SynthesisPool | None) -> int:
+    def _default_tasks_in_flight(ray, recipe: Recipe, pool: ModelPool | None) -> int:
         """With GPU actors: enough requests to keep every slot busy with a short queue (2x), and no more,
         so shards finish one after another instead of all at the end. Without: 2 tasks per CPU."""
         execution = recipe.execution
         if pool:
-            slots = len(pool.actors) * recipe.tts.concurrency
+            slots = len(pool.actors) * recipe.model_stage.concurrency
             return math.ceil(2 * slots / execution.items_in_flight) + 1  # +1: covers another task's drain
         cluster_cpus = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
         return max(1, int(2 * cluster_cpus / execution.cpus_per_task))
 
-    def _synthesis_pool(self, ray, recipe: Recipe) -> SynthesisPool:
+    def _model_pool(self, ray, recipe: Recipe) -> ModelPool:
         """Actors sized to the cluster's GPUs; fails at once when the cluster has none to give."""
-        tts = recipe.tts
+        stage = "captioner" if recipe.kind == "captions" else "tts"
+        config = recipe.model_stage
         gpus = ray.cluster_resources().get("GPU", 0)
-        count = tts.actors or int(gpus // tts.num_gpus)
-        if count < 1 or count * tts.num_gpus > gpus:
+        count = config.actors or int(gpus // config.num_gpus)
+        if count < 1 or count * config.num_gpus > gpus:
             raise ValueError(
-                f"tts.num_gpus={tts.num_gpus} with {tts.actors or 'auto'} actor(s) needs GPUs, and this Ray cluster "
-                f"has {gpus:g}; join a GPU cluster with --ray-address, or run the embedded backend "
+                f"{stage}.num_gpus={config.num_gpus} with {config.actors or 'auto'} actor(s) needs GPUs, and this Ray "
+                f"cluster has {gpus:g}; join a GPU cluster with --ray-address, or run the embedded backend "
                 "(--set profile=embedded)"
             )
         options = {
-            "num_gpus": tts.num_gpus,
-            "num_cpus": tts.cpus_per_actor,
-            "max_concurrency": tts.concurrency,
+            "num_gpus": config.num_gpus,
+            "num_cpus": config.cpus_per_actor,
+            "max_concurrency": config.concurrency,
             "max_restarts": -1,
         }
-        if tts.accelerator_type:
-            options["accelerator_type"] = tts.accelerator_type
-        if tts.runtime_env:
-            options["runtime_env"] = tts.runtime_env
-        actor_class = ray.remote(SynthesisActor).options(**options, max_task_retries=recipe.execution.max_attempts)
-        actors = [actor_class.remote(tts.backend, tts.options) for _ in range(count)]
-        self.pool_gpus = count * tts.num_gpus
-        return SynthesisPool(actors, [actor.info.remote() for actor in actors])
+        if config.accelerator_type:
+            options["accelerator_type"] = config.accelerator_type
+        if config.runtime_env:
+            options["runtime_env"] = config.runtime_env
+        actor_class = ray.remote(ModelActor).options(**options, max_task_retries=recipe.execution.max_attempts)
+        actors = [actor_class.remote(stage, config.backend, config.options) for _ in range(count)]
+        self.pool_gpus = count * config.num_gpus
+        return ModelPool(actors, [actor.info.remote() for actor in actors])
 
 
 def make_executor(name: str, ray_address: str | None):

@@ -16,6 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .audio import encode_flac
+from .captioners import Captioner, load_captioner
+from .captions import caption_clip, read_clip
 from .corpora import Adapter, make_adapter
 from .duplex import make_composer
 from .keys import derived_int
@@ -24,7 +26,7 @@ from .readings import estimate_seconds, kana_reading
 from .recipe import Recipe
 from .records import Dialogue, ManifestRow, Rejected, SourceItem
 from .render import render_dialogue
-from .sample import MEMBERS, build_sample_json
+from .sample import MEMBERS, build_caption_json, build_sample_json
 from .shards import DoneRecord, Output, ShardWriter, read_tar_samples
 from .speakable import prepare_turns
 from .speakers import assign_speakers, load_bank
@@ -77,8 +79,34 @@ def estimated_seconds(dialogue: Dialogue, roles: tuple[str, ...], gap_seconds: f
     return sum(estimate_seconds(t.reading or "") for t in turns) + gap_seconds * (len(turns) - 1)
 
 
-class SampleMaker:
-    """Turns one `SourceItem` into tar members, holding what is loaded once per job."""
+class RowMaker:
+    """Turns one `SourceItem` into tar members and its manifest row; subclasses say how (`make`)."""
+
+    recipe: Recipe
+
+    def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
+        raise NotImplementedError
+
+    def make_with_retries(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes] | None, ManifestRow]:
+        """A row that raises is tried again (a flaky GPU, a dropped actor); then it is quarantined as failed."""
+        attempts = self.recipe.execution.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.make(item, shard)
+            except Rejected as rejected:
+                return None, manifest_row(item, shard, "rejected", reason=rejected.reason, generation=item.generation)
+            except BackendSetupError:
+                raise  # nothing will work on this node: stop, do not mark rows failed
+            except Exception as exc:  # one bad row never stops the shard
+                if attempt == attempts:
+                    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                    error = f"{detail} (after {attempts} attempts)"
+                    return None, manifest_row(item, shard, "failed", error=error, generation=item.generation)
+        raise AssertionError("unreachable")
+
+
+class SampleMaker(RowMaker):
+    """Speech: a corpus row into FLAC + JSON, holding what is loaded once per job."""
 
     def __init__(self, recipe: Recipe, backend: TTSBackend | None = None):
         self.recipe = recipe
@@ -125,22 +153,44 @@ class SampleMaker:
         )
         return {"flac": flac, "json": document}, row
 
-    def make_with_retries(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes] | None, ManifestRow]:
-        """A row that raises is tried again (a flaky GPU, a dropped actor); then it is quarantined as failed."""
-        attempts = self.recipe.execution.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.make(item, shard)
-            except Rejected as rejected:
-                return None, manifest_row(item, shard, "rejected", reason=rejected.reason, generation=item.generation)
-            except BackendSetupError:
-                raise  # nothing will work on this node: stop, do not mark rows failed
-            except Exception as exc:  # one bad row never stops the shard
-                if attempt == attempts:
-                    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                    error = f"{detail} (after {attempts} attempts)"
-                    return None, manifest_row(item, shard, "failed", error=error, generation=item.generation)
-        raise AssertionError("unreachable")
+
+class CaptionMaker(RowMaker):
+    """Captions: a sound clip into its original audio (FLAC) + captions and attribution (JSON)."""
+
+    def __init__(self, recipe: Recipe, captioner: Captioner | None = None):
+        assert recipe.captioner is not None
+        self.recipe = recipe
+        self.config = recipe.captioner
+        self.sources = {s.name: s for s in recipe.sources}
+        self.captioner = captioner or load_captioner(self.config.backend, self.config.options)
+
+    def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
+        if item.reject_reason:
+            raise Rejected(item.reject_reason)
+        pcm, rate = read_clip(item.row["audio"])
+        seed = sample_seed(self.recipe.seed, item.key, item.generation)
+        started = time.perf_counter()
+        captioned = caption_clip(self.captioner, pcm, rate, seed, self.config.window_seconds, self.config.max_attempts)
+        render_seconds = time.perf_counter() - started
+        flac = encode_flac(pcm, rate)
+        source = self.sources[item.source]
+        document = build_caption_json(item, self.recipe, source, pcm.shape, rate, captioned, self.captioner, seed)
+        row = manifest_row(
+            item,
+            shard,
+            "written",
+            duration=round(pcm.shape[0] / rate, 6),
+            flac_sha256=_sha256(flac),
+            json_sha256=_sha256(document),
+            generation=item.generation,
+            render_seconds=round(render_seconds, 3),
+        )
+        return {"flac": flac, "json": document}, row
+
+
+def make_row_maker(recipe: Recipe, model=None) -> RowMaker:
+    """The maker for the recipe's kind; `model` is its model when it runs elsewhere (GPU actors)."""
+    return CaptionMaker(recipe, model) if recipe.kind == "captions" else SampleMaker(recipe, model)
 
 
 def _done(value) -> Future:
@@ -175,13 +225,13 @@ def process_shard(
     recipe: Recipe,
     output: Output,
     on_row: Callable[[ManifestRow], None] | None = None,
-    backend: TTSBackend | None = None,
+    model=None,
 ) -> DoneRecord:
-    """Render every row of `job` and commit its shard; returns the completion record.
+    """Make every row of `job` and commit its shard; returns the completion record.
 
-    `backend` is where synthesis happens when not in this process (a pool of GPU actors).
+    `model` is the recipe's model (TTS backend or captioner) when it runs elsewhere (GPU actors).
     """
-    maker = SampleMaker(recipe, backend)
+    maker = make_row_maker(recipe, model)
     kept = _KeptSamples(job, output) if job.selected is not None else None
     writer = ShardWriter(output, job.name)
     rows: list[ManifestRow] = []

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from .corpora import ADAPTERS, ColumnMapping
+from .corpora import ADAPTERS, CLIP_ADAPTERS, ColumnMapping
 from .keys import SOURCE_NAME_PATTERN
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -61,8 +61,9 @@ class SourceConfig(_Strict):
     @field_validator("adapter")
     @classmethod
     def _known_adapter(cls, value: str) -> str:
-        if value not in ADAPTERS:
-            raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(ADAPTERS))}")
+        known = [*ADAPTERS, *CLIP_ADAPTERS]
+        if value not in known:
+            raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(known))}")
         return value
 
     @model_validator(mode="after")
@@ -72,9 +73,9 @@ class SourceConfig(_Strict):
         return self
 
     @property
-    def mapping(self) -> ColumnMapping:
-        """Where this source keeps its turns: the recipe's own columns or the adapter's preset."""
-        return self.columns or ADAPTERS[self.adapter]
+    def mapping(self) -> ColumnMapping | None:
+        """Where this source keeps its turns: the recipe's own columns or the adapter's preset (none for clips)."""
+        return self.columns or ADAPTERS.get(self.adapter)
 
     @model_validator(mode="after")
     def _locate(self, info: ValidationInfo) -> SourceConfig:
@@ -111,11 +112,12 @@ class TextConfig(_Strict):
     max_sample_seconds: float = Field(default=120.0, gt=0, description="longer samples are rejected")
 
 
-class TTSConfig(_Strict):
-    backend: str = "openjtalk"
-    sample_rate: int = Field(default=24000, ge=8000, le=48000)
+class ModelStageConfig(_Strict):
+    """A model stage (TTS or captioner): which backend, its options, and where it runs on Ray."""
+
+    backend: str
     options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
-    num_gpus: float = Field(default=0, ge=0, description="> 0: synthesis runs in a pool of Ray GPU actors")
+    num_gpus: float = Field(default=0, ge=0, description="> 0: the model runs in a pool of Ray GPU actors")
     actors: int | None = Field(default=None, gt=0, description="actors in the pool; default: cluster GPUs / num_gpus")
     cpus_per_actor: float = Field(default=1.0, ge=0, description="CPUs each GPU actor holds")
     accelerator_type: str | None = Field(default=None, description="Ray accelerator type, e.g. H200")
@@ -137,11 +139,31 @@ class TTSConfig(_Strict):
             raise ValueError(f"{path}: a runtime_env is a YAML mapping")
         return loaded
 
+
+class TTSConfig(ModelStageConfig):
+    backend: str = "openjtalk"
+    sample_rate: int = Field(default=24000, ge=8000, le=48000)
+
     @model_validator(mode="after")
     def _known_backend(self) -> TTSConfig:
         from .tts import backend_options
 
         object.__setattr__(self, "options", backend_options(self.backend, self.options))
+        return self
+
+
+class CaptionerConfig(ModelStageConfig):
+    """Kind `captions`: the audio captioner (Qwen3-Omni-Captioner through vLLM or a served endpoint)."""
+
+    backend: str = "openai"
+    max_attempts: int = Field(default=3, ge=1, description="captions of a window before the clip is rejected")
+    window_seconds: float = Field(default=30.0, gt=0, le=30.0, description="longer clips are captioned per window")
+
+    @model_validator(mode="after")
+    def _known_backend(self) -> CaptionerConfig:
+        from .captioners import captioner_options
+
+        object.__setattr__(self, "options", captioner_options(self.backend, self.options))
         return self
 
 
@@ -257,14 +279,15 @@ class ExecutionConfig(_Strict):
 
 class Recipe(_Strict):
     name: str = Field(pattern=SOURCE_NAME_PATTERN)
-    kind: Literal["sft", "dpo", "duplex"] = "sft"
+    kind: Literal["sft", "dpo", "duplex", "captions"] = "sft"
     seed: int = 0
     sources: list[SourceConfig] = Field(min_length=1)
-    speakers: SpeakersConfig
+    speakers: SpeakersConfig | None = None
     text: TextConfig = TextConfig()
     tts: TTSConfig = TTSConfig()
     render: RenderConfig = RenderConfig()
     duplex: DuplexConfig = DuplexConfig()
+    captioner: CaptionerConfig | None = None
     output: OutputConfig = OutputConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
@@ -275,6 +298,29 @@ class Recipe(_Strict):
             if lacking:
                 raise ValueError(f"kind 'dpo' needs chosen and rejected replies; sources {lacking} have none")
         return self
+
+    @model_validator(mode="after")
+    def _captions_read_sound_collections(self) -> Recipe:
+        clips = [s.name for s in self.sources if s.adapter in CLIP_ADAPTERS]
+        if self.kind == "captions":
+            if len(clips) != len(self.sources):
+                raise ValueError(f"kind 'captions' reads sound collections (adapter {', '.join(CLIP_ADAPTERS)})")
+            if self.captioner is None:
+                raise ValueError("kind 'captions' needs a 'captioner' section")
+        elif clips:
+            raise ValueError(f"sources {clips} are sound collections: use kind 'captions'")
+        return self
+
+    @model_validator(mode="after")
+    def _speakers_for_speech(self) -> Recipe:
+        if self.kind != "captions" and self.speakers is None:
+            raise ValueError(f"kind {self.kind!r} speaks text: it needs 'speakers' (a bank, see speakers/README.md)")
+        return self
+
+    @property
+    def model_stage(self) -> ModelStageConfig:
+        """The stage whose model may run on GPU actors: the captioner for captions, else the TTS."""
+        return self.captioner if self.kind == "captions" and self.captioner else self.tts
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Recipe:
@@ -289,8 +335,11 @@ class Recipe(_Strict):
         from .speakers import bank_digest
 
         unused = {"execution"} | ({"duplex"} if self.kind != "duplex" else set())  # older outputs keep resuming
+        if self.captioner is None:
+            unused.add("captioner")
         content = self.model_dump(mode="json", exclude=unused)
-        content["speakers"]["bank"] = bank_digest(self.speakers.bank)
+        if self.speakers:
+            content["speakers"]["bank"] = bank_digest(self.speakers.bank)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,11 +17,15 @@ Status = Literal["written", "rejected", "failed"]
 
 
 class Rejected(Exception):
-    """A row that cannot become a sample; `reason` goes to the manifest as written."""
+    """A row that cannot become a sample; `reason` goes to the manifest as written.
 
-    def __init__(self, reason: str):
+    `row` is what could be read of it (a clip whose license is not allowed still has its id).
+    """
+
+    def __init__(self, reason: str, row: dict[str, Any] | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.row = row
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .captioners import load_captioner
 from .corpora import count_rows, iter_items, pin_revisions
 from .duplex import check_word_timing
 from .executors import Callbacks
@@ -146,6 +147,10 @@ def preflight_checks(recipe: Recipe, in_process: bool) -> None:
     A backend that runs in this process is loaded here once (it is cached per process); GPU actors
     check theirs when they start, before any shard task is sent (see executors).
     """
+    if recipe.kind == "captions":
+        if in_process or recipe.model_stage.num_gpus == 0:  # a server that is down stops the run here
+            load_captioner(recipe.model_stage.backend, recipe.model_stage.options)
+        return
     bank = load_bank(recipe.speakers.bank)
     problems = check_bank(bank, needs_reference_audio(recipe.tts.backend))
     if problems:
@@ -251,7 +256,7 @@ def _regeneration(output: Output, selection: Selection | None, limit: int | None
 
 def _pool_gpus(executor, recipe: Recipe) -> float:
     """GPUs held for the run: what GPU-hours are billed on (0 for CPU backends)."""
-    return getattr(executor, "pool_gpus", 0.0) if recipe.tts.num_gpus else 0.0
+    return getattr(executor, "pool_gpus", 0.0) if recipe.model_stage.num_gpus else 0.0
 
 
 def regeneration_preview(recipe: Recipe, output_dir: Path, selection: Selection, limit: int | None) -> dict:
@@ -274,7 +279,9 @@ def regeneration_preview(recipe: Recipe, output_dir: Path, selection: Selection,
         "audio_hours": audio_seconds / 3600,
         "measured_rtf": rtf,
         "render_hours": audio_seconds * rtf / 3600 if rtf is not None else None,
-        "gpus_per_render": recipe.tts.num_gpus / recipe.tts.concurrency if recipe.tts.num_gpus else 0.0,
+        "gpus_per_render": recipe.model_stage.num_gpus / recipe.model_stage.concurrency
+        if recipe.model_stage.num_gpus
+        else 0.0,
     }
 
 

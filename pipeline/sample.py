@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .captioners.base import CAPTION_SAMPLE_RATE
 from .recipe import Recipe, SourceConfig
 from .records import SCHEMA_VERSION, Dialogue
 from .speakers import Speaker
 
 MEMBERS = ("flac", "json")
 REQUIRED_FIELDS = ("schema_version", "key", "kind", "recipe", "source", "speakers", "audio", "turns", "render")
+CAPTION_FIELDS = ("schema_version", "key", "kind", "recipe", "source", "clip", "audio", "captions", "captioner")
 
 
 def _turn_record(turn) -> dict[str, Any]:
@@ -48,6 +50,59 @@ def _voice_record(role: str, speaker: Speaker, backend: str) -> dict[str, Any]:
     return record
 
 
+def _source_record(source: SourceConfig, row_id: str, row_index: int) -> dict[str, Any]:
+    return {
+        "name": source.name,
+        "dataset": source.dataset,
+        "revision": "" if source.local_path else source.revision,  # a commit sha for Hub sources
+        "split": source.split,
+        "row_id": row_id,
+        "row_index": row_index,
+        "license": source.license,
+    }
+
+
+def _audio_record(shape: tuple[int, ...], rate: int) -> dict[str, Any]:
+    return {
+        "sample_rate": rate,
+        "channels": shape[1] if len(shape) > 1 else 1,
+        "num_samples": shape[0],
+        "duration": round(shape[0] / rate, 6),
+    }
+
+
+def build_caption_json(item, recipe: Recipe, source: SourceConfig, shape, rate: int, windows, captioner, seed) -> bytes:
+    """A captioned clip: its captions per window, the model that made them, and the clip's attribution."""
+    from .fsd50k import attribution
+
+    row = item.row
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "key": item.key,
+        "kind": recipe.kind,
+        "recipe": recipe.name,
+        "source": _source_record(source, item.row_id, item.row_index),
+        "clip": {
+            **attribution(row),
+            "labels": row["labels"],
+            "mids": row["mids"],
+            "subset": row["subset"],
+            "split": row["split"],
+        },
+        "audio": _audio_record(shape, rate),
+        "caption": windows[0].text if len(windows) == 1 else " ".join(w.text for w in windows),
+        "captions": [{"start": w.start, "end": w.end, "text": w.text, "attempts": w.attempts} for w in windows],
+        "captioner": {
+            "backend": recipe.captioner.backend,
+            **captioner.describe(),
+            "input": {"sample_rate": CAPTION_SAMPLE_RATE, "channels": 1},
+            "window_seconds": recipe.captioner.window_seconds,
+            "seed": seed,
+        },
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def build_sample_json(
     dialogue: Dialogue,
     recipe: Recipe,
@@ -59,28 +114,14 @@ def build_sample_json(
 ) -> bytes:
     """The sample's JSON; `shape` is the PCM's: (frames,) for mono, (frames, channels) for duplex."""
     rate = recipe.tts.sample_rate
-    num_samples, channels = shape[0], (shape[1] if len(shape) > 1 else 1)
     document = {
         "schema_version": SCHEMA_VERSION,
         "key": dialogue.key,
         "kind": recipe.kind,
         "recipe": recipe.name,
-        "source": {
-            "name": source.name,
-            "dataset": source.dataset,
-            "revision": "" if source.local_path else source.revision,  # a commit sha for Hub sources
-            "split": source.split,
-            "row_id": dialogue.row_id,
-            "row_index": dialogue.row_index,
-            "license": source.license,
-        },
+        "source": _source_record(source, dialogue.row_id, dialogue.row_index),
         "speakers": {role: speaker.id for role, speaker in voiced.items()},
-        "audio": {
-            "sample_rate": rate,
-            "channels": channels,
-            "num_samples": num_samples,
-            "duration": round(num_samples / rate, 6),
-        },
+        "audio": _audio_record(shape, rate),
         "turns": [_turn_record(t) for t in dialogue.turns],
         **dialogue.extra,
         "render": {
@@ -101,7 +142,8 @@ def build_sample_json(
 
 def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: int, frames: int) -> list[str]:
     """Problems in one sample's JSON against its decoded FLAC; empty when it is sound."""
-    missing = [f for f in REQUIRED_FIELDS if f not in document]
+    required = CAPTION_FIELDS if document.get("kind") == "captions" else REQUIRED_FIELDS
+    missing = [f for f in required if f not in document]
     if missing:
         return [f"json lacks {', '.join(missing)}"]
     problems = []
@@ -117,7 +159,10 @@ def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: i
             f"FLAC has {channels}ch/{rate}Hz/{frames} frames"
         )
     duration = frames / rate
-    for number, turn in enumerate(document["turns"], start=1):
+    for window in document.get("captions", []):
+        if not (0 <= window["start"] < window["end"] <= duration + 1e-6) or not window["text"]:
+            problems.append(f"caption window {window['start']}..{window['end']} empty or outside 0..{duration:.3f}s")
+    for number, turn in enumerate(document.get("turns", []), start=1):
         if "start" in turn and not (0 <= turn["start"] < turn["end"] <= duration + 1e-6):
             problems.append(f"turn {number} offsets {turn['start']}..{turn['end']} outside 0..{duration:.3f}s")
     if "alignments" in document:

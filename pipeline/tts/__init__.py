@@ -8,14 +8,12 @@ may set `NEEDS_REFERENCE_AUDIO` and offer `preflight(**options)`. Besides the na
 
 from __future__ import annotations
 
-import importlib
 import json
 from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
-from pydantic import ValidationError
-
+from ..plugins import plugin_module, validated_options
 from .base import AligningBackend, BackendSetupError, EmptyAudio, TTSBackend
 
 BACKENDS = {
@@ -26,30 +24,12 @@ BACKENDS = {
 
 
 def _module(name: str) -> ModuleType:
-    if name in BACKENDS:
-        return importlib.import_module(BACKENDS[name])
-    if "." in name:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            raise ValueError(f"TTS backend module {name!r} cannot be imported: {exc}") from None
-        if hasattr(module, "Options") and hasattr(module, "Backend"):
-            return module
-        raise ValueError(f"TTS backend module {name!r} lacks Options and Backend")
-    raise ValueError(f"unknown TTS backend {name!r}; known: {', '.join(sorted(BACKENDS))}, or a module path")
+    return plugin_module(name, BACKENDS, "TTS backend", "Backend")
 
 
 def backend_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate `tts.options` against the backend's own schema; returns them with defaults."""
-    try:
-        return _module(name).Options.model_validate(options).model_dump()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"options.{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
-        )
-        raise ValueError(f"{name} backend: {problems}") from None
+    return validated_options(_module(name), name, options, "backend")
 
 
 def needs_reference_audio(name: str) -> bool:
