@@ -97,12 +97,16 @@ def read_license(url: object) -> License:
 
 
 def license_kind(url: str | None) -> str:
+    """Only the kind: what decides keep or reject, and what statistics group by."""
     return read_license(url).kind
 
 
 def _cc_path(url: str) -> list[str] | None:
     """The path segments of a creativecommons.org URL, or None for anything else."""
-    parts = urlsplit(url if "//" in url else f"//{url}")
+    try:
+        parts = urlsplit(url if "//" in url else f"//{url}")
+    except ValueError:  # e.g. an unclosed IPv6 bracket: no URL at all
+        return None
     if parts.scheme not in ("", "http", "https") or parts.hostname not in _CC_HOSTS:
         return None
     return [segment for segment in parts.path.split("/") if segment]
@@ -158,8 +162,9 @@ def _find_layout(root: Path) -> _Layout:
     if (root / "FSD50K.ground_truth").is_dir():  # the Zenodo download, unzipped
         audio = {subset: root / f"FSD50K.{subset}_audio" for subset in SUBSETS}
         return _Layout(root, root / "FSD50K.ground_truth", root / "FSD50K.metadata", audio)
-    if (root / "labels").is_dir() and (root / "clips").is_dir():  # the Hub mirror Fhrozen/FSD50k
-        return _Layout(root, root / "labels", root / "metadata", {subset: root / "clips" / subset for subset in SUBSETS})
+    clips = root / "clips"
+    if (root / "labels").is_dir() and clips.is_dir():  # the Hub mirror Fhrozen/FSD50k
+        return _Layout(root, root / "labels", root / "metadata", {subset: clips / subset for subset in SUBSETS})
     raise ValueError(
         f"{root} is not an FSD50K folder: expected FSD50K.ground_truth/, FSD50K.metadata/ and FSD50K.<subset>_audio/ "
         "(the Zenodo download) or labels/, metadata/ and clips/<subset>/ (the Hub mirror Fhrozen/FSD50k)"
@@ -237,7 +242,7 @@ def _clip(
     if clip_license.kind == "cc-by" and not row["uploader"]:
         return row, f"license {clip_license.name} needs attribution, but the metadata names no uploader"
     if not audio.is_file():
-        return row, f"audio file {audio.relative_to(layout.root)} is missing"
+        return row, f"audio file {audio.name} of the {subset} set is missing"
     return row, None
 
 

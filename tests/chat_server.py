@@ -39,10 +39,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-SAMPLE_RATE = 16000
+from pipeline.captioners.base import CAPTION_SAMPLE_RATE
+
 DEFAULT_RETRY_AFTER_SECONDS = 1
 JAPANESE_CAPTION = "静かな部屋で短い物音が聞こえる。"
 WORDS_BEFORE_CUT = 3
+FIXED_BEHAVIOURS = {"ok", "drop", "empty", "length", "japanese", "nochoices"}
+POLL_SECONDS = 0.02  # how soon shutdown() is noticed; the standard 0.5 s would add it to every test
 
 
 class RequestRejected(Exception):
@@ -57,7 +60,7 @@ class RequestRejected(Exception):
 class RecordedRequest:
     method: str
     path: str
-    headers: dict[str, str]  # the Authorization value is redacted
+    headers: dict[str, str]  # names in lower case; the authorization value redacted
     body: Any  # the parsed JSON body, or None
     behaviour: str  # the scripted behaviour it got ("" for GET)
     authorized: bool  # it carried the bearer key the double was started with (always True without one)
@@ -80,19 +83,22 @@ def audio_of(body: Any, model: str) -> np.ndarray:
     if body.get("model") != model:
         raise RequestRejected(404, f"The model `{body.get('model')}` does not exist.")
     messages = body.get("messages")
-    if not isinstance(messages, list) or len(messages) != 1 or messages[0].get("role") != "user":
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+        raise RequestRejected(400, "the captioner takes exactly one message")
+    if messages[0].get("role") != "user":
         raise RequestRejected(400, "the captioner takes exactly one user message (no system message)")
     content = messages[0].get("content")
     if not isinstance(content, list) or len(content) != 1:
         raise RequestRejected(400, "the captioner takes exactly one content part: the audio, no text")
-    part = content[0]
+    part = content[0] if isinstance(content[0], dict) else {}
     if part.get("type") == "input_audio":
-        if part["input_audio"].get("format") != "wav":
-            raise RequestRejected(400, f"unsupported input_audio format {part['input_audio'].get('format')!r}")
-        data = part["input_audio"].get("data", "")
+        input_audio = part.get("input_audio") or {}
+        if input_audio.get("format") != "wav":
+            raise RequestRejected(400, f"unsupported input_audio format {input_audio.get('format')!r}")
+        data = input_audio.get("data", "")
     elif part.get("type") == "audio_url":
         prefix = "data:audio/wav;base64,"
-        url = part["audio_url"].get("url", "")
+        url = (part.get("audio_url") or {}).get("url", "")
         if not url.startswith(prefix):
             raise RequestRejected(400, f"audio_url must be a {prefix}... data URL")
         data = url[len(prefix) :]
@@ -102,8 +108,10 @@ def audio_of(body: Any, model: str) -> np.ndarray:
         audio, rate = sf.read(io.BytesIO(base64.b64decode(data, validate=True)), dtype="float32")
     except (binascii.Error, sf.LibsndfileError) as exc:
         raise RequestRejected(400, f"the audio does not decode: {exc}") from None
-    if audio.ndim != 1 or rate != SAMPLE_RATE:
-        raise RequestRejected(400, f"expected mono {SAMPLE_RATE} Hz audio, got shape {audio.shape} at {rate} Hz")
+    if audio.ndim != 1 or rate != CAPTION_SAMPLE_RATE:
+        raise RequestRejected(
+            400, f"expected mono {CAPTION_SAMPLE_RATE} Hz audio, got shape {audio.shape} at {rate} Hz"
+        )
     return audio
 
 
@@ -161,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestRejected as exc:
             self._send_json(exc.status, _error(exc.status, str(exc)))
             return
-        text, finish_reason = caption_for(audio, SAMPLE_RATE), "stop"
+        text, finish_reason = caption_for(audio, CAPTION_SAMPLE_RATE), "stop"
         if kind == "empty":
             text = ""
         elif kind == "length":
@@ -175,7 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
         double = self.server.double
         authorization = self.headers.get("Authorization")
         authorized = double.api_key is None or authorization == f"Bearer {double.api_key}"
-        headers = {k: ("Bearer <redacted>" if k.lower() == "authorization" else v) for k, v in self.headers.items()}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if "authorization" in headers:
+            headers["authorization"] = "Bearer <redacted>"
         double.record(RecordedRequest(self.command, self.path, headers, body, behaviour, authorized, time.monotonic()))
         return authorized
 
@@ -191,6 +201,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up waiting (a "slow" answer past its timeout)
+
+
+def _known(behaviour: str) -> bool:
+    kind, _, argument = behaviour.partition(":")
+    if kind == "slow":
+        return argument.replace(".", "", 1).isdigit()
+    if kind.isdigit():
+        return len(kind) == 3 and (not argument or (kind == "429" and argument.isdigit()))
+    return kind in FIXED_BEHAVIOURS and not argument
 
 
 def _error(status: int, message: str) -> dict[str, Any]:
@@ -231,7 +250,12 @@ class ChatServerDouble:
         self.max_in_flight = 0
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.double = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="chat-server-double", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_SECONDS},
+            name="chat-server-double",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
@@ -250,6 +274,9 @@ class ChatServerDouble:
 
     def script(self, behaviours: list[str]) -> None:
         """Queue behaviours for the next chat requests, in arrival order."""
+        unknown = [b for b in behaviours if not _known(b)]
+        if unknown:
+            raise ValueError(f"unknown behaviours {unknown}; see the chat_server module docstring")
         with self._lock:
             self._script.extend(behaviours)
 

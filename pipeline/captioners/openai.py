@@ -4,8 +4,9 @@
 
 Each clip goes out as one user message holding one audio part and nothing else: the captioner takes
 no prompt and no system message. The official `openai` client retries 408, 409, 429, 5xx, dropped
-connections and timeouts itself (`max_retries` times, exponential backoff from 0.5 s capped at 8 s,
-or the server's Retry-After when it is between 0 and 120 s); what is left is raised as
+connections and timeouts itself, up to `max_retries` times: it waits the server's Retry-After when
+that is above 0 and at most 120 s (a longer one is not retried at all), else 0.5 s doubling up to 8 s,
+less up to 25 % jitter (openai 3.54). What is left, and any other 4xx, is raised as
 `CaptionRequestError` for the caller to retry or fail the row. The key is read from the environment
 variable named by `api_key_env`, never from the recipe, and never logged.
 """
@@ -27,7 +28,7 @@ from ..tts.base import BackendSetupError
 from .base import CAPTION_SAMPLE_RATE, Caption
 
 NO_KEY = "EMPTY"  # what vLLM accepts when it was started without --api-key
-CONNECT_TIMEOUT_SECONDS = 10.0  # an unreachable host fails setup in seconds, not after the full read timeout
+CONNECT_TIMEOUT_SECONDS = 10.0  # a host that never answers costs this per attempt, not the read timeout
 
 
 class Options(BaseModel):
@@ -44,7 +45,6 @@ class Options(BaseModel):
     top_p: float = Field(default=0.95, gt=0, le=1)
     top_k: int = Field(default=20, ge=-1, description="-1 considers every token (vLLM's convention)")
     max_tokens: int = Field(default=512, gt=0)
-    seed: int | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -61,7 +61,7 @@ class CaptionRequestError(RuntimeError):
     """A chat request failed for good (retries spent, a 4xx, or an answer without a caption): the row is retried."""
 
 
-class Backend:
+class Captioner:
     """One OpenAI-compatible chat server behind the `Captioner` interface; safe to share between threads."""
 
     name = "openai"
@@ -121,11 +121,10 @@ class Backend:
                 "top_p": o.top_p,
                 "top_k": o.top_k,
                 "max_tokens": o.max_tokens,
-                "seed": o.seed,
             },
         }
 
-    def caption(self, audio: np.ndarray) -> Caption:
+    def caption(self, audio: np.ndarray, seed: int) -> Caption:
         o = self.options
         request: dict[str, Any] = {
             "model": o.model,
@@ -133,10 +132,9 @@ class Backend:
             "temperature": o.temperature,
             "top_p": o.top_p,
             "max_tokens": o.max_tokens,
+            "seed": seed,  # the caller's: a retry after a bad caption passes another
             "extra_body": {"top_k": o.top_k},  # not an OpenAI field; vLLM reads it from the body
         }
-        if o.seed is not None:
-            request["seed"] = o.seed
         try:
             with self._slots:
                 response = self._client.chat.completions.create(**request)
