@@ -177,6 +177,38 @@ def validate(directory: Annotated[Path, typer.Argument(help="output folder of `k
     )
 
 
+@app.command()
+def qc(directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")]) -> None:
+    """Measure every voiced turn of an output again and print each score's spread, to choose thresholds.
+
+    Writes the scores per turn to DIR/qc_scores.parquet. Then re-render what fails a new threshold with
+    `koe run RECIPE --where "qc_dnsmos < 3.0"` (the manifest holds each sample's worst scores).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .qc import distributions, rescore_output
+
+    try:
+        rows, config = rescore_output(directory)
+    except ValueError as exc:
+        _fail(str(exc))
+    if not rows:
+        _fail(f"{directory}: no rendered turns to measure")
+    table = distributions(rows)
+    quantiles = list(next(iter(table.values())))
+    typer.echo(f"{len(rows)} turns; quantiles of each score:")
+    typer.echo(f"{'score':28}" + "".join(f"{q:>9}" for q in quantiles))
+    for name, values in table.items():
+        typer.echo(f"{name:28}" + "".join(f"{values[q]:>9.3f}" for q in quantiles))
+    failing = [row for row in rows if row["problem"]]
+    typer.echo(f"{len(failing)} turn(s) fail the run's thresholds now")
+    for row in failing[:20]:
+        typer.echo(f"  {row['key']} turn {row['turn']}: {row['problem']}")
+    pq.write_table(pa.Table.from_pylist(rows), directory / "qc_scores.parquet")
+    typer.echo(f"scores per turn: {directory / 'qc_scores.parquet'}")
+
+
 export_app = typer.Typer(no_args_is_help=True, help="Duplex outputs in the layouts of full-duplex training code.")
 app.add_typer(export_app, name="export")
 

@@ -21,6 +21,7 @@ from .audio import to_int16
 from .augment import augment_user_channel
 from .diarize import activity_outside, speech_segments
 from .keys import derived_int
+from .qc import QualityGate
 from .readings import kana_reading
 from .recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
 from .records import Alignment, Dialogue, Rejected, Turn, WordTiming
@@ -184,7 +185,9 @@ class DuplexComposer:
         sample_rate: int,
         tts_reads_kana: bool,
         aligner: Aligner | None,
+        gate: QualityGate | None = None,
     ):
+        self.gate = gate  # on the dialogue's turns; aizuchi are too short for its checks to mean much
         self.backend = backend
         self.render = render
         self.config = config
@@ -192,8 +195,8 @@ class DuplexComposer:
         self.tts_reads_kana = tts_reads_kana
         self.aligner = aligner
 
-    def _render(self, turn: Turn, speaker: Speaker, seed: int) -> Placed:
-        audio = render_turn(turn, speaker, self.backend, seed, self.rate, self.render, True, self.aligner)
+    def _render(self, turn: Turn, speaker: Speaker, seed: int, gate: QualityGate | None = None) -> Placed:
+        audio = render_turn(turn, speaker, self.backend, seed, self.rate, self.render, True, self.aligner, gate)
         assert turn.alignment is not None
         return cut_to_speech(audio, turn.alignment, self.rate)
 
@@ -204,7 +207,7 @@ class DuplexComposer:
         placed = []
         for turn in turns:
             try:
-                placed.append(self._render(turn, speakers[turn.role], seed))
+                placed.append(self._render(turn, speakers[turn.role], seed, self.gate))
             except Rejected as rejected:
                 raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
         plan = plan_turns([t.role for t in turns], [p.seconds(self.rate) for p in placed], self.config, rng)
@@ -305,7 +308,9 @@ def check_word_timing(recipe: Recipe) -> None:
     CTCModelInfo.read(recipe.duplex.ctc_model_dir)  # the folder is shared storage, as the TTS models are
 
 
-def make_composer(recipe: Recipe, backend: TTSBackend, tts_reads_kana: bool) -> DuplexComposer:
+def make_composer(
+    recipe: Recipe, backend: TTSBackend, tts_reads_kana: bool, gate: QualityGate | None = None
+) -> DuplexComposer:
     """The composer for a duplex recipe; words are timed by the backend, else by the recipe's CTC model."""
     aligner = None
     if not isinstance(backend, AligningBackend):
@@ -313,4 +318,5 @@ def make_composer(recipe: Recipe, backend: TTSBackend, tts_reads_kana: bool) -> 
         from .align import CTCAligner
 
         aligner = CTCAligner(str(recipe.duplex.ctc_model_dir)).align
-    return DuplexComposer(backend, recipe.render, recipe.duplex, recipe.tts.sample_rate, tts_reads_kana, aligner)
+    rate = recipe.tts.sample_rate
+    return DuplexComposer(backend, recipe.render, recipe.duplex, rate, tts_reads_kana, aligner, gate)

@@ -22,6 +22,7 @@ from .corpora import Adapter, make_adapter
 from .duplex import make_composer
 from .keys import derived_int
 from .manifest import read_manifest, write_part
+from .qc import make_gate, sample_scores
 from .readings import estimate_seconds, kana_reading
 from .recipe import Recipe
 from .records import Dialogue, ManifestRow, Rejected, SourceItem
@@ -116,7 +117,9 @@ class SampleMaker(RowMaker):
         self.backend = backend or load_backend(recipe.tts.backend, recipe.tts.options)
         self.roles = VOICED_ROLES[recipe.kind]
         self.tts_reads_kana = reads_kana(recipe.tts.backend)
-        self.duplex = make_composer(recipe, self.backend, self.tts_reads_kana) if recipe.kind == "duplex" else None
+        self.gate = make_gate(recipe.qc, self.backend)
+        duplex = recipe.kind == "duplex"
+        self.duplex = make_composer(recipe, self.backend, self.tts_reads_kana, self.gate) if duplex else None
 
     def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         recipe = self.recipe
@@ -132,7 +135,7 @@ class SampleMaker(RowMaker):
             dialogue.extra = composed.json_fields()
         else:
             pcm = render_dialogue(
-                dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render
+                dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render, self.gate
             )
         render_seconds = time.perf_counter() - started
         duration = pcm.shape[0] / recipe.tts.sample_rate
@@ -150,6 +153,7 @@ class SampleMaker(RowMaker):
             json_sha256=_sha256(document),
             generation=item.generation,
             render_seconds=round(render_seconds, 3),
+            **sample_scores([t.qc for t in dialogue.spoken_turns(self.roles) if t.qc]),
         )
         return {"flac": flac, "json": document}, row
 

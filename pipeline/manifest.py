@@ -33,6 +33,11 @@ SCHEMA = pa.schema(
         ("json_sha256", pa.string()),
         ("generation", pa.int64()),
         ("render_seconds", pa.float64()),
+        ("qc_dnsmos", pa.float64()),
+        ("qc_speaker_similarity", pa.float64()),
+        ("qc_longest_pause", pa.float64()),
+        ("qc_morae_per_second", pa.float64()),
+        ("qc_rms_dbfs", pa.float64()),
     ]
 )
 

@@ -262,6 +262,24 @@ class DuplexConfig(_Strict):
         return None if value is None else _resolve_path(str(value), info)
 
 
+class QCConfig(_Strict):
+    """The quality gate on every rendered utterance (pipeline/qc.py); `koe qc DIR` shows the scores' spread."""
+
+    enabled: bool = True
+    edge_seconds: float = Field(default=0.1, ge=0, description="silence kept before and after the speech")
+    max_pause_seconds: float = Field(default=1.5, gt=0, description="longest silence inside an utterance")
+    max_clipped_share: float = Field(default=0.001, ge=0, le=1, description="of samples at full scale")
+    max_dc_offset: float = Field(default=0.05, ge=0)
+    rms_dbfs: tuple[float, float] = Field(default=(-40.0, -6.0), description="accepted loudness (RMS, dBFS)")
+    morae_per_second: tuple[float, float] = Field(default=(4.0, 14.0), description="accepted pace of the speech")
+    dnsmos: bool = True
+    dnsmos_full: bool = Field(default=False, description="also SIG/BAK/OVRL (about 10x the CPU of P.808)")
+    min_dnsmos: float = Field(default=2.5, ge=1, le=5, description="lowest DNSMOS P.808 MOS kept")
+    speaker_similarity: bool = True
+    min_speaker_similarity: float = Field(default=0.75, ge=-1, le=1, description="cosine to the speaker's reference")
+    _ordered = field_validator("rms_dbfs", "morae_per_second")(_ordered_range)
+
+
 class OutputConfig(_Strict):
     rows_per_shard: int = Field(default=1000, gt=0, description="input rows per shard (the unit of completion)")
 
@@ -288,6 +306,7 @@ class Recipe(_Strict):
     render: RenderConfig = RenderConfig()
     duplex: DuplexConfig = DuplexConfig()
     captioner: CaptionerConfig | None = None
+    qc: QCConfig = QCConfig()
     output: OutputConfig = OutputConfig()
     execution: ExecutionConfig = ExecutionConfig()
 

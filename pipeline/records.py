@@ -81,6 +81,7 @@ class Turn:
     start: float | None = None  # seconds into the sample's FLAC
     end: float | None = None
     alignment: Alignment | None = None  # duplex: its words, timed in the turn's own audio until composed
+    qc: dict[str, float] | None = None  # the quality gate's scores of the kept render
 
 
 @dataclass
@@ -116,6 +117,12 @@ class ManifestRow:
     json_sha256: str | None = None
     generation: int = 0  # bumped by each regeneration, so a re-render gets a new seed
     render_seconds: float | None = None  # wall time of the render (for measured real-time factors)
+    # the quality gate's scores, worst over the sample's voiced turns (for `koe run --where`)
+    qc_dnsmos: float | None = None  # lowest DNSMOS P.808
+    qc_speaker_similarity: float | None = None  # lowest similarity to the assigned voice
+    qc_longest_pause: float | None = None  # seconds
+    qc_morae_per_second: float | None = None  # slowest turn
+    qc_rms_dbfs: float | None = None  # quietest turn
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

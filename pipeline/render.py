@@ -12,6 +12,7 @@ import numpy as np
 
 from .audio import resample, to_int16
 from .keys import derived_int
+from .qc import QualityGate
 from .readings import estimate_seconds
 from .recipe import RenderConfig
 from .records import Alignment, Dialogue, Rejected, Turn
@@ -82,12 +83,14 @@ def render_turn(
     config: RenderConfig,
     aligned: bool = False,
     aligner: Aligner | None = None,
+    gate: QualityGate | None = None,
 ) -> np.ndarray:
     """Render a turn, re-rendering with new seeds while its length does not fit the text.
 
     Neural TTS fails in known ways (nothing, dropped words, runaway repetition); a length far from
     what the reading predicts catches the gross cases here, before any heavier quality check.
     With `aligned`, the turn's words are timed too (`turn.alignment`, seconds in the returned audio).
+    With a `gate`, every render must also pass the quality checks; the kept one's scores are `turn.qc`.
     """
     expected = estimate_seconds(turn.reading) if turn.reading else None
     problem = "no audio"
@@ -107,6 +110,9 @@ def render_turn(
         problem = implausible(seconds, expected, config.duration_ratio)
         if problem is None and alignment is not None and not alignment.words:
             problem = "no word could be aligned"
+        if problem is None and gate is not None:  # timed words must stay where they are: no trimming then
+            verdict = gate.judge(audio, backend.sample_rate, turn.reading or "", speaker, trim=alignment is None)
+            audio, problem, turn.qc = verdict.audio, verdict.problem, verdict.scores
         if problem is None:
             turn.alignment = alignment
             return resample(audio, backend.sample_rate, sample_rate)
@@ -121,6 +127,7 @@ def render_dialogue(
     seed: int,
     sample_rate: int,
     config: RenderConfig,
+    gate: QualityGate | None = None,
 ) -> np.ndarray:
     """Voiced turns joined by silence; sets each turn's speaker, seed, start and end."""
     gap = np.zeros(round(config.turn_gap_seconds * sample_rate), dtype=np.float32)
@@ -131,7 +138,7 @@ def render_dialogue(
             parts.append(gap)
             position += gap.size
         try:
-            audio = render_turn(turn, speakers[turn.role], backend, seed, sample_rate, config)
+            audio = render_turn(turn, speakers[turn.role], backend, seed, sample_rate, config, gate=gate)
         except Rejected as rejected:
             raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
         turn.speaker = speakers[turn.role].id

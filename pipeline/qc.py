@@ -1,0 +1,330 @@
+"""Quality gate: every rendered utterance is measured, trimmed, and kept or rendered again.
+
+TTS fails in known ways: silence or noise around the speech, long silences inside it, clipping or
+a wrong level, dropped words or a runaway (too few or too many morae per second), poor quality,
+the wrong voice. Each check measures one of these and says what is wrong by the recipe's
+thresholds (`qc.*`). The render stage calls the gate after every attempt: a failing utterance is
+rendered again with another seed, and after `render.max_attempts` the row is rejected with the
+check and its score. The scores of the kept utterance go into the sample JSON (per turn) and the
+manifest (per sample), where `koe run --where` can select on them later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import soundfile as sf
+
+from .audio import resample
+from .recipe import QCConfig
+from .speakers import Speaker
+
+QC_RATE = 16000  # silero-vad, DNSMOS and resemblyzer all listen at 16 kHz
+SMALL_KANA = set("ャュョァィゥェォヮ")
+REFERENCE_TEXT = "今日はいい天気ですね。少し散歩に出かけてみましょうか。"  # rendered as the voice's reference
+
+
+def morae(reading: str) -> int:
+    """Morae of a katakana reading: every kana but the small ones that join the one before."""
+    return sum(1 for c in reading if "ァ" <= c <= "ヺ" or c == "ー") - sum(c in SMALL_KANA for c in reading)
+
+
+@dataclass
+class Utterance:
+    """One rendered turn as the checks see it."""
+
+    audio: np.ndarray  # mono float32 in [-1, 1]
+    sample_rate: int
+    reading: str  # katakana reading of what it should say
+    speaker: Speaker
+    heard: np.ndarray | None = None  # the audio at QC_RATE, made once
+    speech: list[tuple[float, float]] | None = None  # silero-vad's speech segments (seconds), found once
+
+    @property
+    def at_qc_rate(self) -> np.ndarray:
+        if self.heard is None:
+            self.heard = resample(self.audio, self.sample_rate, QC_RATE)
+        return self.heard
+
+    @property
+    def segments(self) -> list[tuple[float, float]]:
+        if self.speech is None:
+            from .diarize import speech_segments
+
+            self.speech = speech_segments(self.at_qc_rate, QC_RATE)
+        return self.speech
+
+
+class Check(Protocol):
+    """Measures an utterance (scores named `<check>_<what>`), then judges the scores by the recipe."""
+
+    name: str
+
+    def measure(self, utterance: Utterance) -> dict[str, float]: ...
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None: ...
+
+
+class SilenceCheck:
+    """silero-vad: where speech starts and ends (the rest is trimmed) and the longest pause inside."""
+
+    name = "silence"
+
+    def measure(self, utterance: Utterance) -> dict[str, float]:
+        segments = utterance.segments
+        if not segments:
+            return {"speech_start": 0.0, "speech_end": 0.0, "longest_pause": 0.0, "speech_seconds": 0.0}
+        pauses = [b[0] - a[1] for a, b in zip(segments, segments[1:], strict=False)]
+        return {
+            "speech_start": round(segments[0][0], 3),
+            "speech_end": round(segments[-1][1], 3),
+            "longest_pause": round(max(pauses, default=0.0), 3),
+            "speech_seconds": round(sum(b - a for a, b in segments), 3),
+        }
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
+        if scores["speech_seconds"] == 0:
+            return "no speech heard"
+        if scores["longest_pause"] > config.max_pause_seconds:
+            return f"a {scores['longest_pause']:.2f} s silence inside the speech (> {config.max_pause_seconds} s)"
+        return None
+
+
+class LevelCheck:
+    """Clipping, DC offset and loudness: numbers any player would notice."""
+
+    name = "level"
+
+    def measure(self, utterance: Utterance) -> dict[str, float]:
+        audio = utterance.audio.astype(np.float64)
+        rms = math.sqrt(float(np.mean(audio**2))) if audio.size else 0.0
+        return {
+            "clipped_share": round(float(np.mean(np.abs(audio) >= 0.999)) if audio.size else 0.0, 6),
+            "dc_offset": round(abs(float(np.mean(audio))) if audio.size else 0.0, 6),
+            "rms_dbfs": round(20 * math.log10(rms) if rms > 0 else -120.0, 2),
+        }
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
+        if scores["clipped_share"] > config.max_clipped_share:
+            return f"clipped ({scores['clipped_share']:.2%} of samples at full scale)"
+        if scores["dc_offset"] > config.max_dc_offset:
+            return f"DC offset {scores['dc_offset']:.3f}"
+        low, high = config.rms_dbfs
+        if not low <= scores["rms_dbfs"] <= high:
+            return f"level {scores['rms_dbfs']:.1f} dBFS outside [{low}, {high}]"
+        return None
+
+
+class PaceCheck:
+    """Morae per second of speech: too slow is a runaway or stray sound, too fast is dropped words."""
+
+    name = "pace"
+
+    def measure(self, utterance: Utterance) -> dict[str, float]:
+        seconds = sum(b - a for a, b in utterance.segments)
+        return {"morae_per_second": round(morae(utterance.reading) / seconds, 3) if seconds else 0.0}
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
+        low, high = config.morae_per_second
+        pace = scores["morae_per_second"]
+        if pace < low:
+            return f"{pace:.1f} morae/s, slower than {low} (runaway or extra sound)"
+        if pace > high:
+            return f"{pace:.1f} morae/s, faster than {high} (truncated or dropped words)"
+        return None
+
+
+@lru_cache(maxsize=1)
+def _dnsmos() -> Any:
+    """speechmos's DNSMOS models (ONNX, shipped with the package), loaded once per process."""
+    from speechmos import dnsmos
+
+    dnsmos.run(np.full(QC_RATE, 0.01, dtype=np.float32), sr=QC_RATE)  # builds and caches its sessions
+    return dnsmos.dnsmos
+
+
+class QualityCheck:
+    """DNSMOS. Its P.808 model (about 25 ms a clip here) always runs; the larger SIG/BAK/OVRL model
+    (about 210 ms per 9 s window) only with `qc.dnsmos_full`, so QC stays a small part of a render."""
+
+    name = "dnsmos"
+
+    def __init__(self, full: bool):
+        self.full = full
+
+    def measure(self, utterance: Utterance) -> dict[str, float]:
+        model = _dnsmos()
+        audio = np.clip(utterance.at_qc_rate, -0.999, 0.999)
+        if self.full:
+            scores = model(audio, QC_RATE, False)
+            return {name: round(float(scores[f"{name}_mos"]), 3) for name in ("p808", "ovrl", "sig", "bak")}
+        window = int(9.01 * QC_RATE)  # the P.808 model's input, as speechmos builds it
+        while 0 < audio.size < window:
+            audio = np.append(audio, audio)
+        features = model.audio_melspec(audio=audio[:window][:-160]).astype("float32")[np.newaxis]
+        return {"p808": round(float(model.p808_onnx_sess.run(None, {"input_1": features})[0][0][0]), 3)}
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
+        if scores["p808"] < config.min_dnsmos:
+            return f"DNSMOS P.808 {scores['p808']:.2f} < {config.min_dnsmos}"
+        return None
+
+
+class SpeakerCheck:
+    """resemblyzer: cosine similarity to the assigned speaker's reference voice."""
+
+    name = "speaker"
+
+    def __init__(self, reference: ReferenceVoices):
+        self.reference = reference
+
+    def measure(self, utterance: Utterance) -> dict[str, float]:
+        from .diarize import _voice_encoder
+
+        embedding = _voice_encoder().embed_utterance(utterance.at_qc_rate)
+        return {"similarity": round(float(np.dot(embedding, self.reference.embedding(utterance.speaker))), 4)}
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
+        if scores["similarity"] < config.min_speaker_similarity:
+            return f"speaker similarity {scores['similarity']:.2f} < {config.min_speaker_similarity}"
+        return None
+
+
+class ReferenceVoices:
+    """Each speaker's reference embedding: their recording, or (embedded bank) the backend saying a fixed text."""
+
+    def __init__(self, synthesize):
+        self.synthesize = synthesize  # (text, speaker) -> (audio, rate), used when a speaker has no recording
+        self._cache: dict[str, np.ndarray] = {}
+
+    def embedding(self, speaker: Speaker) -> np.ndarray:
+        if speaker.id not in self._cache:
+            from .diarize import _voice_encoder
+
+            if speaker.reference_audio:
+                audio, rate = sf.read(Path(speaker.reference_audio), dtype="float32", always_2d=True)
+                audio = audio.mean(axis=1)
+            else:
+                audio, rate = self.synthesize(REFERENCE_TEXT, speaker)
+            self._cache[speaker.id] = _voice_encoder().embed_utterance(resample(audio, rate, QC_RATE))
+        return self._cache[speaker.id]
+
+
+@dataclass
+class Verdict:
+    audio: np.ndarray  # trimmed to the speech, with `qc.edge_seconds` kept on both sides
+    scores: dict[str, float]
+    problem: str | None  # "<check>: <why>", or None when every check passed
+
+
+class QualityGate:
+    def __init__(self, config: QCConfig, references: ReferenceVoices):
+        self.config = config
+        checks: list[Check] = [SilenceCheck(), LevelCheck(), PaceCheck()]
+        if config.dnsmos:
+            checks.append(QualityCheck(config.dnsmos_full))
+        if config.speaker_similarity:
+            checks.append(SpeakerCheck(references))
+        self.checks = checks
+
+    def judge(self, audio: np.ndarray, sample_rate: int, reading: str, speaker: Speaker, trim: bool = True) -> Verdict:
+        """Trim the utterance to its speech (unless its words are timed in it), measure it, and say the first
+        problem found (if any)."""
+        utterance = Utterance(audio, sample_rate, reading, speaker)
+        if trim and utterance.segments:  # trimmed: the speech, `edge_seconds` before and after it, and nothing else
+            edge = self.config.edge_seconds
+            begin = max(0, int((utterance.segments[0][0] - edge) * sample_rate))
+            end = min(audio.size, int(math.ceil((utterance.segments[-1][1] + edge) * sample_rate)))
+            shift = begin / sample_rate
+            utterance = Utterance(
+                audio[begin:end],
+                sample_rate,
+                reading,
+                speaker,
+                speech=[(a - shift, b - shift) for a, b in utterance.segments],
+            )
+        scores: dict[str, float] = {}
+        problem = None
+        for check in self.checks:
+            measured = check.measure(utterance)
+            scores.update({f"{check.name}_{name}": value for name, value in measured.items()})
+            problem = problem or (f"{check.name}: {why}" if (why := check.problem(measured, self.config)) else None)
+        return Verdict(utterance.audio, scores, problem)
+
+
+SAMPLE_SCORES = {  # manifest column: (turn score, worst is the lowest?)
+    "qc_dnsmos": ("dnsmos_p808", True),
+    "qc_speaker_similarity": ("speaker_similarity", True),
+    "qc_longest_pause": ("silence_longest_pause", False),
+    "qc_morae_per_second": ("pace_morae_per_second", True),
+    "qc_rms_dbfs": ("level_rms_dbfs", True),
+}
+
+
+def sample_scores(turn_scores: list[dict[str, float]]) -> dict[str, float | None]:
+    """The manifest's QC columns: each score's worst value over a sample's turns."""
+    columns: dict[str, float | None] = {}
+    for column, (score, lowest) in SAMPLE_SCORES.items():
+        values = [scores[score] for scores in turn_scores if score in scores]
+        columns[column] = (min(values) if lowest else max(values)) if values else None
+    return columns
+
+
+def make_gate(config: QCConfig, backend) -> QualityGate | None:
+    """The recipe's gate; voices without a recording are referenced by `backend` saying a fixed text."""
+    if not config.enabled:
+        return None
+    references = ReferenceVoices(lambda text, speaker: (backend.synthesize(text, speaker, 0), backend.sample_rate))
+    return QualityGate(config, references)
+
+
+def rescore_output(directory: Path) -> tuple[list[dict[str, Any]], QCConfig]:
+    """Every voiced turn of an existing output measured again (as `koe qc` shows them), with the run's QC
+    settings: one row per turn with its key, turn number, the problem it has now (if any) and its scores."""
+    import json
+
+    from .audio import decode_flac
+    from .shards import Output, read_tar_samples
+    from .speakers import load_bank
+    from .tts import load_backend
+
+    output = Output(directory)
+    if not output.run_path.is_file():
+        raise ValueError(f"{directory}: no run.json (is it the output folder of `koe run`?)")
+    recipe = json.loads(output.run_path.read_text())["recipe"]
+    if recipe["kind"] == "captions":
+        raise ValueError(f"{directory}: a captions output has no rendered speech to check")
+    config = QCConfig(**{**recipe.get("qc", {}), "enabled": True})
+    bank = {speaker.id: speaker for speaker in load_bank(Path(recipe["speakers"]["bank"])).speakers}
+    gate = make_gate(config, load_backend(recipe["tts"]["backend"], recipe["tts"]["options"]))
+    assert gate is not None
+    rows = []
+    for tar in sorted(output.shards_dir.glob("*.tar")):
+        for sample in read_tar_samples(tar):
+            document = json.loads(sample["json"])
+            pcm, rate = decode_flac(sample["flac"])
+            channels = document.get("channels", ["mono"])
+            for number, turn in enumerate(document["turns"], start=1):
+                if "start" not in turn or turn["speaker"] not in bank:
+                    continue
+                channel = channels.index(turn["role"]) if turn["role"] in channels else 0
+                piece = pcm[int(turn["start"] * rate) : int(turn["end"] * rate), channel].astype(np.float32) / 32768
+                verdict = gate.judge(piece, rate, turn.get("reading") or "", bank[turn["speaker"]], trim=False)
+                rows.append({"key": document["key"], "turn": number, "problem": verdict.problem, **verdict.scores})
+    return rows, config
+
+
+def distributions(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Quantiles of every score over the rows, for choosing thresholds."""
+    names = [name for name in rows[0] if name not in ("key", "turn", "problem")] if rows else []
+    quantiles = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+    table = {}
+    for name in names:
+        values = np.array([row[name] for row in rows if name in row], dtype=np.float64)
+        table[name] = {f"p{round(q * 100)}": round(float(np.quantile(values, q)), 3) for q in quantiles}
+    return table
