@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ["pipeline_efficiency", "gpu_saturation", "shard_writing", "memory"]
+BENCHMARKS = ["pipeline_efficiency", "gpu_saturation", "shard_writing", "memory", "qc_share"]
 RATIO = re.compile(r"^RATIO (\S+) (\S+) \(target (<=|>=) (\S+)\)$")
 MEETS = {"<=": operator.le, ">=": operator.ge}
 

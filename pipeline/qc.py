@@ -26,6 +26,7 @@ from .speakers import Speaker
 
 QC_RATE = 16000  # silero-vad, DNSMOS and resemblyzer all listen at 16 kHz
 SMALL_KANA = set("ャュョァィゥェォヮ")
+SPEAKER_EXCERPT_SECONDS = 6.0  # of the middle of an utterance, for the speaker check
 REFERENCE_TEXT = "今日はいい天気ですね。少し散歩に出かけてみましょうか。"  # rendered as the voice's reference
 
 
@@ -186,7 +187,10 @@ class SpeakerCheck:
     def measure(self, utterance: Utterance) -> dict[str, float]:
         from .diarize import _voice_encoder
 
-        embedding = _voice_encoder().embed_utterance(utterance.at_qc_rate)
+        heard = utterance.at_qc_rate
+        excerpt = int(SPEAKER_EXCERPT_SECONDS * QC_RATE)  # a voice is known from a few seconds; cost stays flat
+        start = max(0, (heard.size - excerpt) // 2)
+        embedding = _voice_encoder().embed_utterance(heard[start : start + excerpt])
         return {"similarity": round(float(np.dot(embedding, self.reference.embedding(utterance.speaker))), 4)}
 
     def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
@@ -241,13 +245,9 @@ class QualityGate:
             begin = max(0, int((utterance.segments[0][0] - edge) * sample_rate))
             end = min(audio.size, int(math.ceil((utterance.segments[-1][1] + edge) * sample_rate)))
             shift = begin / sample_rate
-            utterance = Utterance(
-                audio[begin:end],
-                sample_rate,
-                reading,
-                speaker,
-                speech=[(a - shift, b - shift) for a, b in utterance.segments],
-            )
+            heard = utterance.at_qc_rate[int(shift * QC_RATE) : int(math.ceil(end / sample_rate * QC_RATE))]
+            speech = [(a - shift, b - shift) for a, b in utterance.segments]
+            utterance = Utterance(audio[begin:end], sample_rate, reading, speaker, heard=heard, speech=speech)
         scores: dict[str, float] = {}
         problem = None
         for check in self.checks:
