@@ -199,6 +199,47 @@ class SpeakerCheck:
         return None
 
 
+@lru_cache(maxsize=1)
+def load_transcriber(model_dir: str, device: str):
+    """A speech recognizer from a local folder (a transformers ASR checkpoint, e.g. Whisper or ReazonSpeech):
+    audio at 16 kHz in, text out. Nothing is downloaded; a missing folder or package stops the run."""
+    from .tts.base import BackendSetupError
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise BackendSetupError(f"ASR model folder {folder} not found on this node (or has no config.json)")
+    try:
+        from transformers import pipeline
+    except ImportError as exc:
+        raise BackendSetupError(f"the ASR check needs transformers ({exc}): pip install 'koe[align]'") from None
+    recognizer = pipeline("automatic-speech-recognition", model=str(folder), device=device)
+    return lambda audio: recognizer({"raw": audio, "sampling_rate": QC_RATE})["text"]
+
+
+class TranscriptCheck:
+    """ASR round trip: the character error rate of what a recognizer hears, on katakana readings (so that
+    kanji spelled another way is no error)."""
+
+    name = "asr"
+
+    def __init__(self, transcribe):
+        self.transcribe = transcribe  # 16 kHz float32 audio -> text
+
+    def measure(self, utterance: Utterance) -> dict[str, float]:
+        from rapidfuzz.distance import Levenshtein
+
+        from .readings import kana_reading
+
+        heard = kana_reading(self.transcribe(utterance.at_qc_rate))
+        expected = utterance.reading
+        return {"cer": round(Levenshtein.distance(heard, expected) / max(1, len(expected)), 4)}
+
+    def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
+        if scores["cer"] > config.max_cer:
+            return f"the recognizer heard something else (CER {scores['cer']:.2f} > {config.max_cer})"
+        return None
+
+
 class ReferenceVoices:
     """Each speaker's reference embedding: their recording, or (embedded bank) the backend saying a fixed text."""
 
@@ -227,13 +268,16 @@ class Verdict:
 
 
 class QualityGate:
-    def __init__(self, config: QCConfig, references: ReferenceVoices):
+    def __init__(self, config: QCConfig, references: ReferenceVoices, transcribe=None):
+        """`transcribe` (16 kHz audio -> text) stands in for the recognizer of `qc.asr_model_dir` in tests."""
         self.config = config
         checks: list[Check] = [SilenceCheck(), LevelCheck(), PaceCheck()]
         if config.dnsmos:
             checks.append(QualityCheck(config.dnsmos_full))
         if config.speaker_similarity:
             checks.append(SpeakerCheck(references))
+        if transcribe or config.asr_model_dir:
+            checks.append(TranscriptCheck(transcribe or load_transcriber(config.asr_model_dir, config.asr_device)))
         self.checks = checks
 
     def judge(self, audio: np.ndarray, sample_rate: int, reading: str, speaker: Speaker, trim: bool = True) -> Verdict:

@@ -277,6 +277,9 @@ class QCConfig(_Strict):
     min_dnsmos: float = Field(default=2.5, ge=1, le=5, description="lowest DNSMOS P.808 MOS kept")
     speaker_similarity: bool = True
     min_speaker_similarity: float = Field(default=0.75, ge=-1, le=1, description="cosine to the speaker's reference")
+    asr_model_dir: str | None = Field(default=None, description="local ASR model folder: the optional round trip")
+    asr_device: str = Field(default="cuda", description="where the recognizer runs")
+    max_cer: float = Field(default=0.15, ge=0, description="character error rate of the round trip, on readings")
     _ordered = field_validator("rms_dbfs", "morae_per_second")(_ordered_range)
 
 

@@ -145,3 +145,20 @@ def test_scores_reach_the_manifest_and_koe_qc_shows_their_spread(demo_copy):
     assert (demo_copy / "qc_scores.parquet").is_file()
     preview = koe("run", "recipes/demo.yaml", "--output", str(demo_copy), "--where", "qc_dnsmos < 3.3", "--dry-run")
     assert "row" in preview.stdout
+
+
+def test_the_asr_round_trip_catches_a_render_that_says_something_else(backend, bank, good, tmp_path):
+    """The recognizer is a double (no ASR model here); the reading, the edit distance and the verdict are real."""
+    from pipeline.tts import BackendSetupError
+
+    def recognizer_double(audio):
+        return "今日は雨が降っています。" if audio.size > 3 * 16000 else TEXTS[2]
+
+    references = ReferenceVoices(lambda text, s: (backend.synthesize(text, s, 0), backend.sample_rate))
+    gate = QualityGate(QCConfig(), references, transcribe=recognizer_double)
+    verdict = judge(gate, good, bank[0])
+    assert verdict.problem.startswith("asr: the recognizer heard something else") and verdict.scores["asr_cer"] > 0.5
+    short = backend.synthesize(TEXTS[2], bank[0], 0)
+    assert gate.judge(short, RATE, kana_reading(TEXTS[2]), bank[0]).scores["asr_cer"] == 0.0
+    with pytest.raises(BackendSetupError, match="ASR model folder .* not found"):
+        QualityGate(QCConfig(asr_model_dir=str(tmp_path / "missing")), references)
