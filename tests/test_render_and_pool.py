@@ -107,6 +107,7 @@ def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):
         [
             "tts.backend=bench.latency_tts_double",
             f"tts.options={json.dumps({'latency_seconds': 0.01, 'calls_dir': str(calls)})}",
+            "qc.enabled=false",  # the double's audio is no speech
             "tts.num_gpus=1",
             "tts.cpus_per_actor=0",  # the two local CPUs go to shard tasks
             "tts.concurrency=2",
