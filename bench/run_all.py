@@ -5,7 +5,7 @@ comes, and its last line `RATIO <name> <value> (target <op> <value>)` is collect
 reported in the table, not as a failure: the ratios are measurements to read, so this always exits
 0 (a benchmark that crashed shows as an error). Names on the command line run only those.
 
-    python bench/run_all.py                       # all four, a few minutes on 2 cores
+    python bench/run_all.py                       # all five, a few minutes on 2 cores
     python bench/run_all.py shard_writing memory  # just these
 """
 
