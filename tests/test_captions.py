@@ -260,3 +260,11 @@ def test_the_captioner_runs_in_a_gpu_actor_pool(tmp_path):
         agents = {r.headers.get("user-agent", "") for r in server.chat_requests}
     assert summary.statuses["written"] == 5 and summary.statuses["rejected"] == 7
     assert agents and all("OpenAI" in agent for agent in agents)
+
+
+def test_koe_estimate_says_what_it_cannot_forecast_for_captions():
+    from tests.conftest import REPO, koe
+
+    result = koe("estimate", str(REPO / "recipes" / "captions_fsd50k.yaml"), "--set", "profile=server", check=False)
+    assert result.returncode == 2 and "a captions recipe's audio is its clips" in result.stderr
+    assert "Traceback" not in result.stderr
