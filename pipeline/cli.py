@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -190,7 +191,7 @@ def qc(directory: Annotated[Path, typer.Argument(help="output folder of `koe run
     from .qc import distributions, rescore_output
 
     try:
-        rows, config = rescore_output(directory)
+        rows = rescore_output(directory)
     except ValueError as exc:
         _fail(str(exc))
     if not rows:
@@ -209,38 +210,31 @@ def qc(directory: Annotated[Path, typer.Argument(help="output folder of `koe run
     typer.echo(f"scores per turn: {directory / 'qc_scores.parquet'}")
 
 
-export_app = typer.Typer(no_args_is_help=True, help="Duplex outputs in the layouts of full-duplex training code.")
-app.add_typer(export_app, name="export")
+class ExportLayout(str, Enum):
+    moshi = "moshi"
+    jmoshi = "jmoshi"
 
 
-def _export(layout: str, directory: Path, dest: Path) -> None:
-    from .export import export
+@app.command()
+def export(
+    layout: Annotated[ExportLayout, typer.Argument(help="moshi or jmoshi")],
+    directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
+    dest: Annotated[Path, typer.Argument(help="folder to write")],
+) -> None:
+    """A duplex output in the layout of full-duplex training code, with manifest.jsonl.
+
+    moshi (kyutai moshi-finetune): stereo WAVs (left the assistant) with alignment JSONs beside them.
+    jmoshi (J-Moshi): audio/<key>.wav (left A = the system) and text/<key>.json word lists.
+    """
+    from .export import export as write_layout
 
     try:
-        summary = export(layout, directory, dest)
+        summary = write_layout(layout.value, directory, dest)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(
         f"{dest}: {summary.samples} dialogues, {summary.seconds / 3600:.3f} h, manifest {dest / 'manifest.jsonl'}"
     )
-
-
-@export_app.command("moshi")
-def export_moshi(
-    directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
-    dest: Annotated[Path, typer.Argument(help="folder to write")],
-) -> None:
-    """kyutai moshi-finetune: stereo WAVs (left assistant), alignment JSONs beside them, manifest.jsonl."""
-    _export("moshi", directory, dest)
-
-
-@export_app.command("jmoshi")
-def export_jmoshi(
-    directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
-    dest: Annotated[Path, typer.Argument(help="folder to write")],
-) -> None:
-    """J-Moshi fine-tuning: audio/<key>.wav (left A = system), text/<key>.json word lists, manifest.jsonl."""
-    _export("jmoshi", directory, dest)
 
 
 @app.command("ingest-mono")

@@ -213,7 +213,7 @@ class VadEmbeddingDiarizer:
         self.window = window
         self.hop = hop
         self.smoothing = smoothing
-        self._encoder = _voice_encoder()
+        self._encoder = voice_encoder()
 
     def diarize(self, audio: np.ndarray, sample_rate: int) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
         samples = resample(np.asarray(audio, dtype=np.float32), sample_rate, VAD_RATE)
@@ -296,7 +296,7 @@ class VadEmbeddingDiarizer:
 
 
 @lru_cache(maxsize=1)
-def _voice_encoder() -> Any:
+def voice_encoder() -> Any:
     """resemblyzer's encoder (its weights ship in the package), once per process."""
     with warnings.catch_warnings():
         # webrtcvad, which resemblyzer imports, still imports the deprecated pkg_resources

@@ -93,7 +93,7 @@ def backend_info(loaded_ref) -> dict:
         if not exc.actor_init_failed:
             raise
         cause = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "unknown error")
-        raise BackendSetupError(f"a synthesis actor could not load its backend: {cause}") from None
+        raise BackendSetupError(f"a model actor could not load its backend: {cause}") from None
 
 
 class ActorPoolModel:
@@ -165,7 +165,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None):
         self.address = address
-        self.pool_gpus = 0.0  # GPUs held by the synthesis actors of the last run
+        self.pool_gpus = 0.0  # GPUs held by the model actors of the last run
 
     def _connect(self):
         import ray

@@ -185,12 +185,12 @@ class SpeakerCheck:
         self.reference = reference
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
-        from .diarize import _voice_encoder
+        from .diarize import voice_encoder
 
         heard = utterance.at_qc_rate
         excerpt = int(SPEAKER_EXCERPT_SECONDS * QC_RATE)  # a voice is known from a few seconds; cost stays flat
         start = max(0, (heard.size - excerpt) // 2)
-        embedding = _voice_encoder().embed_utterance(heard[start : start + excerpt])
+        embedding = voice_encoder().embed_utterance(heard[start : start + excerpt])
         return {"similarity": round(float(np.dot(embedding, self.reference.embedding(utterance.speaker))), 4)}
 
     def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
@@ -249,14 +249,14 @@ class ReferenceVoices:
 
     def embedding(self, speaker: Speaker) -> np.ndarray:
         if speaker.id not in self._cache:
-            from .diarize import _voice_encoder
+            from .diarize import voice_encoder
 
             if speaker.reference_audio:
                 audio, rate = sf.read(Path(speaker.reference_audio), dtype="float32", always_2d=True)
                 audio = audio.mean(axis=1)
             else:
                 audio, rate = self.synthesize(REFERENCE_TEXT, speaker)
-            self._cache[speaker.id] = _voice_encoder().embed_utterance(resample(audio, rate, QC_RATE))
+            self._cache[speaker.id] = voice_encoder().embed_utterance(resample(audio, rate, QC_RATE))
         return self._cache[speaker.id]
 
 
@@ -319,15 +319,19 @@ def sample_scores(turn_scores: list[dict[str, float]]) -> dict[str, float | None
     return columns
 
 
+@lru_cache(maxsize=4)
 def make_gate(config: QCConfig, backend) -> QualityGate | None:
-    """The recipe's gate; voices without a recording are referenced by `backend` saying a fixed text."""
+    """The recipe's gate; voices without a recording are referenced by `backend` saying a fixed text.
+
+    One per process and backend, so the reference voices are made once, not once per shard job.
+    """
     if not config.enabled:
         return None
     references = ReferenceVoices(lambda text, speaker: (backend.synthesize(text, speaker, 0), backend.sample_rate))
     return QualityGate(config, references)
 
 
-def rescore_output(directory: Path) -> tuple[list[dict[str, Any]], QCConfig]:
+def rescore_output(directory: Path) -> list[dict[str, Any]]:
     """Every voiced turn of an existing output measured again (as `koe qc` shows them), with the run's QC
     settings: one row per turn with its key, turn number, the problem it has now (if any) and its scores."""
     import json
@@ -360,7 +364,7 @@ def rescore_output(directory: Path) -> tuple[list[dict[str, Any]], QCConfig]:
                 piece = pcm[int(turn["start"] * rate) : int(turn["end"] * rate), channel].astype(np.float32) / 32768
                 verdict = gate.judge(piece, rate, turn.get("reading") or "", bank[turn["speaker"]], trim=False)
                 rows.append({"key": document["key"], "turn": number, "problem": verdict.problem, **verdict.scores})
-    return rows, config
+    return rows
 
 
 def distributions(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
