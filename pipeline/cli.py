@@ -178,6 +178,78 @@ def validate(directory: Annotated[Path, typer.Argument(help="output folder of `k
     )
 
 
+def _print_plan(plan) -> None:
+    state = " (new repo)" if not plan.repo_exists else " (new branch from main)" if not plan.branch_exists else ""
+    typer.echo(f"{plan.repo_id}@{plan.revision}{state}: {plan.config}/{plan.split}")
+    pending = plan.pending(plan.data + plan.metadata)
+    for f in pending:
+        typer.echo(f"  upload  {f.path_in_repo}  {f.size / 1e6:.2f} MB")
+    for path in plan.delete:
+        typer.echo(f"  delete  {path}  (no longer in the output)")
+    typer.echo(
+        f"{len(pending)} file(s) to upload ({sum(f.size for f in pending) / 1e6:.1f} MB), "
+        f"{plan.unchanged} already on the Hub, {len(plan.delete)} to delete"
+    )
+    for warning in plan.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def publish(
+    directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")],
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repo, ORG/NAME (created if missing)")],
+    split: Annotated[str, typer.Option(help="the split these samples are in the dataset's config")] = "train",
+    private: Annotated[bool, typer.Option(help="create the repo private (an existing public repo is refused)")] = False,
+    revision: Annotated[str, typer.Option(help="branch to commit to (created from main if missing)")] = "main",
+    dry_run: Annotated[bool, typer.Option(help="list what would be uploaded and deleted; change nothing")] = False,
+) -> None:
+    """Validate an output and upload it to a Hub dataset repo with a dataset card; re-run to resume.
+
+    The config is the recipe's name. Shards go to data/<config>/<split>/, the manifest and a summary to
+    manifests/<config>/<split>/, and README.md describes every config in the repo. Files already on the
+    Hub with the same checksum are not sent again. The token comes from HF_TOKEN or `hf auth login`;
+    HF_ENDPOINT points at another Hub.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .publish import PublishError, execute, plan_publish
+
+    if "/" not in repo_id:
+        _fail(f"--repo-id {repo_id!r}: expected ORG/NAME")
+    try:
+        plan = plan_publish(directory, repo_id, split=split, revision=revision)
+        _print_plan(plan)
+        if dry_run:
+            return
+        commits = execute(plan, private=private, echo=typer.echo)
+    except PublishError as exc:
+        _fail(str(exc))
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        hint = (
+            " (no token, or one without write access: set HF_TOKEN or run `hf auth login`)"
+            if status in (401, 403)
+            else ""
+        )
+        _fail(f"the Hub refused: {exc}{hint}\nre-run the same command to resume; finished commits are kept")
+    typer.echo(f"published {plan.config}/{plan.split} to {repo_id}@{revision} in {len(commits)} commit(s)")
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")],
+    html: Annotated[Path | None, typer.Option("--html", help="where to write it (default: DIR/report.html)")] = None,
+) -> None:
+    """Write an HTML report with plots: durations, hours per voice and source, rejects, QC scores, turn-taking."""
+    from .report import write_report
+
+    try:
+        path = write_report(directory, html or directory / "report.html")
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {path}")
+
+
 @app.command()
 def qc(directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")]) -> None:
     """Measure every voiced turn of an output again and print each score's spread, to choose thresholds.

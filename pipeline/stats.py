@@ -1,0 +1,154 @@
+"""What a finished output holds, gathered once for the dataset card and the report.
+
+The manifest says what became of every input row; the sample JSONs say who spoke for how long and,
+for duplex, how the turns were timed. Only the JSON members of the shards are read: tarfile seeks
+over the FLAC members, so a 100 GB output is summarized without reading its audio.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .manifest import read_manifest, reason_counts, status_counts
+from .shards import DoneRecord, Output
+from .speakers import load_bank
+
+# per-turn QC scores in the sample JSON, and the recipe's thresholds for each (None: no bound there)
+QC_SCORES = {
+    "dnsmos_p808": ("DNSMOS P.808 MOS", ("min_dnsmos", None)),
+    "speaker_similarity": ("similarity to the speaker's reference", ("min_speaker_similarity", None)),
+    "pace_morae_per_second": ("morae per second", ("morae_per_second", "morae_per_second")),
+    "level_rms_dbfs": ("RMS level (dBFS)", ("rms_dbfs", "rms_dbfs")),
+    "silence_longest_pause": ("longest pause inside a turn (s)", (None, "max_pause_seconds")),
+}
+
+
+def iter_sample_json(tar: Path) -> Iterator[dict[str, Any]]:
+    """The parsed `<key>.json` members of one shard, in shard order."""
+    with tarfile.open(tar, mode="r:") as archive:
+        for member in archive:
+            if member.name.endswith(".json"):
+                yield json.loads(archive.extractfile(member).read())
+
+
+@dataclass
+class SampleFacts:
+    """What the card and the report need of one written sample."""
+
+    key: str
+    source: str
+    duration: float
+    speaker_seconds: dict[str, float]
+    turn_qc: list[dict[str, float]]
+    gaps: list[float]  # duplex: each turn's start minus the previous turn's end (negative: overlap)
+    aizuchi: int
+    clip: dict[str, Any] | None  # captions: the clip's attribution
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> SampleFacts:
+        turns = document.get("turns", [])
+        speaker_seconds: dict[str, float] = defaultdict(float)
+        for turn in turns:
+            if "speaker" in turn:
+                speaker_seconds[turn["speaker"]] += turn["end"] - turn["start"]
+        timeline = document.get("timeline", [])
+        speakers = document.get("speakers", {})
+        for event in timeline:
+            if event["kind"] == "aizuchi":
+                speaker_seconds[speakers[event["role"]]] += event["end"] - event["start"]
+        return cls(
+            key=document["key"],
+            source=document["source"]["name"],
+            duration=document["audio"]["duration"],
+            speaker_seconds=dict(speaker_seconds),
+            turn_qc=[turn["qc"] for turn in turns if "qc" in turn],
+            gaps=[e["gap"] for e in timeline if e["kind"] == "turn" and e["gap"] is not None],
+            aizuchi=sum(1 for e in timeline if e["kind"] == "aizuchi"),
+            clip=document.get("clip"),
+        )
+
+
+@dataclass
+class OutputFacts:
+    """One finished output: its run record, its manifest's counts and the facts of every written sample."""
+
+    root: Path
+    run: dict[str, Any]
+    statuses: Counter  # manifest rows per status
+    reject_reasons: Counter  # rejected rows per reason, without row-specific detail
+    manifest_durations: list[float]  # every written row's duration, from the manifest
+    samples: list[SampleFacts] = field(default_factory=list)
+    shards: list[DoneRecord] = field(default_factory=list)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return self.run["recipe"]
+
+    @property
+    def kind(self) -> str:
+        return self.recipe["kind"]
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(s.duration for s in self.samples)
+
+    def speaker_seconds(self) -> Counter:
+        total: Counter = Counter()
+        for sample in self.samples:
+            total.update(sample.speaker_seconds)
+        return total
+
+    def source_seconds(self) -> Counter:
+        total: Counter = Counter()
+        for sample in self.samples:
+            total[sample.source] += sample.duration
+        return total
+
+    def first_sample_json(self) -> dict[str, Any] | None:
+        for record in self.shards:
+            for document in iter_sample_json(Output(self.root).tar_path(record.shard)):
+                return document
+        return None
+
+
+def collect(directory: Path) -> OutputFacts:
+    """Read an output folder written by `koe run` (check it with `koe validate` first)."""
+    output = Output(Path(directory))
+    if not output.run_path.is_file() or not output.manifest_path.is_file():
+        raise ValueError(f"{directory}: not a finished koe output (no run.json or manifest.parquet)")
+    table = read_manifest(output.manifest_path)
+    written = [row for row in table.to_pylist() if row["status"] == "written"]
+    facts = OutputFacts(
+        root=output.root,
+        run=json.loads(output.run_path.read_text()),
+        statuses=status_counts(table),
+        reject_reasons=reason_counts(table),
+        manifest_durations=[row["duration"] for row in written],
+    )
+    for tar in sorted(output.shards_dir.glob("*.tar")):
+        facts.shards.append(DoneRecord.read(output.done_path(tar.stem)))
+        facts.samples.extend(SampleFacts.from_json(document) for document in iter_sample_json(tar))
+    return facts
+
+
+def speaker_descriptions(facts: OutputFacts) -> dict[str, dict[str, str]]:
+    """Name, license and origin of each bank voice that spoke, when the run's speaker bank is still at hand."""
+    bank_path = (facts.recipe.get("speakers") or {}).get("bank")
+    spoken = facts.speaker_seconds()
+    if not bank_path or not Path(bank_path).is_file():
+        return {speaker: {"name": speaker, "license": "", "source": ""} for speaker in sorted(spoken)}
+    bank = load_bank(Path(bank_path))
+    return {
+        speaker: {
+            "name": bank.by_id(speaker).name,
+            "license": bank.by_id(speaker).license,
+            "source": bank.by_id(speaker).source,
+        }
+        for speaker in sorted(spoken)
+    }
