@@ -1,4 +1,4 @@
-"""Shared fixtures: the repo's demo recipe, small recipes written per test, and one demo run."""
+"""Shared fixtures: the repo's demo recipe, small recipes written per test, and one run of each kind of output."""
 
 from __future__ import annotations
 
@@ -72,6 +72,46 @@ def demo_output(tmp_path_factory) -> Path:
     """The README's demo, run once through the real CLI on local Ray with real OpenJTalk."""
     out = tmp_path_factory.mktemp("demo") / "out"
     koe("run", str(DEMO_RECIPE), "--output", str(out), "--no-progress")
+    return out
+
+
+@pytest.fixture(scope="session")
+def duplex_output(tmp_path_factory) -> Path:
+    """The duplex recipe's embedded profile (OpenJTalk, offline), run once."""
+    out = tmp_path_factory.mktemp("duplex") / "out"
+    koe(
+        "run",
+        str(REPO / "recipes" / "duplex_magpie.yaml"),
+        "--set",
+        "profile=embedded",
+        "--output",
+        str(out),
+        "--no-progress",
+    )
+    return out
+
+
+def run_captions(server_url: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The captions recipe's server profile against an OpenAI-compatible server at `server_url`."""
+    settings = [
+        "profile=server",
+        f"captioner.options.base_url={server_url}",
+        "captioner.options.model=captioner-double",
+    ]
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    return koe(
+        "run", str(REPO / "recipes" / "captions_fsd50k.yaml"), *sets, "--output", str(out), "--no-progress", *extra
+    )
+
+
+@pytest.fixture(scope="session")
+def captions_output(tmp_path_factory) -> Path:
+    """The demo FSD50K clips captioned through the chat-server double, run once."""
+    from tests.chat_server import ChatServerDouble
+
+    out = tmp_path_factory.mktemp("captions") / "out"
+    with ChatServerDouble() as server:
+        run_captions(server.url, out)
     return out
 
 

@@ -173,25 +173,12 @@ def test_captioner_options_are_checked_when_the_recipe_loads():
 # --- end to end: the openai captioner against a local server ---------------------------------------
 
 
-def run_captions(server_url: str, out, *extra: str):
-    from tests.conftest import REPO, koe
-
-    recipe = REPO / "recipes" / "captions_fsd50k.yaml"
-    settings = [
-        "profile=server",
-        f"captioner.options.base_url={server_url}",
-        "captioner.options.model=captioner-double",
-    ]
-    sets = [arg for setting in settings for arg in ("--set", setting)]
-    return koe("run", str(recipe), *sets, "--output", str(out), "--no-progress", *extra)
-
-
 def test_a_captions_run_writes_shards_that_validate_and_load(tmp_path):
     import datasets
 
     from pipeline.manifest import read_manifest
     from tests.chat_server import ChatServerDouble
-    from tests.conftest import koe
+    from tests.conftest import koe, run_captions
 
     with ChatServerDouble() as server:
         server.script(["500", "japanese", "429:0", "length"])  # retried by the client, or asked again

@@ -16,7 +16,7 @@ from pipeline.records import Dialogue, Turn
 from pipeline.speakable import prepare_turns
 from pipeline.speakers import load_bank
 from pipeline.tts import load_backend
-from tests.conftest import BANK, REPO, koe
+from tests.conftest import BANK, koe
 
 RATE = 24000
 FRAME = 240  # 10 ms
@@ -169,21 +169,6 @@ def test_user_channel_augmentation_is_recorded_and_leaves_the_assistant_clean(vo
     assert not np.array_equal(augmented.pcm[:, 1], clean.pcm[:, 1])
     applied = augmented.json_fields()["augmentation"]
     assert applied["gain_db"] == -6.0 and applied["echo"]["gain"] == 0.1 and applied["noise"]["file"] == "hum.wav"
-
-
-@pytest.fixture(scope="module")
-def duplex_output(tmp_path_factory):
-    out = tmp_path_factory.mktemp("duplex") / "out"
-    koe(
-        "run",
-        str(REPO / "recipes" / "duplex_magpie.yaml"),
-        "--set",
-        "profile=embedded",
-        "--output",
-        str(out),
-        "--no-progress",
-    )
-    return out
 
 
 def test_the_duplex_recipe_runs_and_validates(duplex_output):
