@@ -226,13 +226,13 @@ def publish(
         _fail(str(exc))
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
-        hint = (
-            " (no token, or one without write access: set HF_TOKEN or run `hf auth login`)"
-            if status in (401, 403)
-            else ""
-        )
-        _fail(f"the Hub refused: {exc}{hint}\nre-run the same command to resume; finished commits are kept")
-    typer.echo(f"published {plan.config}/{plan.split} to {repo_id}@{revision} in {len(commits)} commit(s)")
+        if status in (401, 403):
+            _fail(f"the Hub refused: {exc}\nno token, or one without write access: set HF_TOKEN or run `hf auth login`")
+        _fail(f"the Hub refused: {exc}\nre-run the same command to resume: finished commits are kept")
+    if not commits:
+        typer.echo(f"{repo_id}@{revision} already holds {plan.config}/{plan.split}: nothing to do")
+    else:
+        typer.echo(f"published {plan.config}/{plan.split} to {repo_id}@{revision} in {len(commits)} commit(s)")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,15 @@ DEMO_RECIPE = REPO / "recipes" / "demo.yaml"
 BANK = REPO / "speakers" / "bank.yaml"
 
 
-def koe(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real command line in a fresh process, as a user would."""
-    result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO)
+def koe(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process, as a user would (`env`: variables added to ours)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **env} if env else None,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"koe {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
