@@ -8,43 +8,49 @@ errors (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, HfHu
 
 Xet: huggingface_hub 2.4 uploads file contents through Xet whenever `hf_xet` is installed; this double does not speak
 Xet. Run clients with it disabled: `HF_HUB_DISABLE_XET=1` in a subprocess's environment (`client_env` has it), or
-in-process `monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)` (`is_xet_available()` reads
-that attribute on every call). `create_commit` and `upload_folder` then take the legacy path: preupload -> LFS batch
--> PUT (+ verify) -> NDJSON commit. The client also reads `HF_ENDPOINT` only once, at import: in-process, pass
-`endpoint=server.url` to `HfApi` / `hf_hub_download`; subprocesses get `HF_ENDPOINT` from `client_env`.
+in-process `monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)` after `from huggingface_hub import constants`
+(`is_xet_available()` reads that attribute on every call; `huggingface_hub.constants` is a lazy attribute that only
+exists once the submodule is imported). `create_commit` and `upload_folder` then take the legacy path: preupload ->
+LFS batch -> PUT (+ verify) -> NDJSON commit. The client reads `HF_ENDPOINT` only once, at import: in-process, pass
+`endpoint=server.url` to `HfApi` / `hf_hub_download` (and set `constants.HF_HUB_DISABLE_TELEMETRY`, or the client's
+User-Agent fetches an agent registry from the real Hub); subprocesses get `HF_ENDPOINT` from `client_env`.
 
-Routes (`{type}` is `datasets` or `models`; the git-side routes take `datasets/` before a dataset's id, nothing for a
-model's):
-  create_repo    POST /api/repos/create                         409 when the repo exists (so exist_ok=True works)
-  repo_info      GET  /api/{type}/{id}[/revision/{rev}]          id, sha, private, siblings (?blobs=true: size, lfs)
-  create_branch  POST /api/{type}/{id}/branch/{branch}           from main's head (or `startingPoint`); 409 if it exists
-  tree           GET  /api/{type}/{id}/tree/{rev}[/{path}]       `tree_page_size` entries a page, then a `Link` header
-  preupload      POST /api/{type}/{id}/preupload/{rev}           "lfs" for *.tar, *.parquet, *.flac, binary or > 10 MB
-  validate_yaml  POST /api/validate-yaml                         see Simplifications
-  commit         POST /api/{type}/{id}/commit/{branch}           NDJSON; a parentCommit that is not the head -> 412
-  lfs_batch      POST /[datasets/]{id}.git/info/lfs/objects/batch   basic transfer; stored objects get no actions
-  lfs_upload     PUT  the signed href lfs_batch gives              sha256 and size checked against the announced oid
-  lfs_verify     POST /[datasets/]{id}.git/info/lfs/objects/verify
-  resolve        HEAD/GET /[datasets/]{id}/resolve/{rev}/{path}    regular file: 200, ETag = its git blob id;
-                                                                   LFS file: 302 to lfs_download with X-Linked-Etag/Size
-  lfs_download   GET  the signed Location resolve gives           served as `localhost`, an origin other than the
-                                                                   endpoint's: the client treats it as the Hub's CDN
-                                                                   (reads X-Linked-* off the 302, drops Authorization)
+Routes, by the names `fail_next` and `RecordedRequest.route` use (`{type}` is `datasets` or `models`; `[datasets/]` is
+there for a dataset repo, absent for a model repo):
+  create_repo      POST /api/repos/create; 409 when the repo exists (so exist_ok=True works)
+  repo_info        GET  /api/{type}/{id}[/revision/{rev}]; id, sha, private, siblings (?blobs=true adds size, lfs)
+  create_branch    POST /api/{type}/{id}/branch/{branch}; from main's head (or `startingPoint`); 409 if it exists
+  tree             GET  /api/{type}/{id}/tree/{rev}[/{path}]; `tree_page_size` entries a page, a `Link` to the next
+  preupload        POST /api/{type}/{id}/preupload/{rev}; "lfs" for *.tar, *.parquet, *.flac, binary or > 10 MB, and
+                   the oid of the file there now, computed as the client does, so that it skips unchanged files
+  validate_yaml    POST /api/validate-yaml; see Simplifications
+  commit           POST /api/{type}/{id}/commit/{branch}; NDJSON; a parentCommit that is not the head -> 412
+  lfs_batch        POST /[datasets/]{id}.git/info/lfs/objects/batch; basic transfer; stored objects get no actions
+  lfs_upload       PUT  the signed href lfs_batch gives; sha256 and size checked against the announced oid
+  lfs_verify       POST /[datasets/]{id}.git/info/lfs/objects/verify
+  resolve          HEAD/GET /[datasets/]{id}/resolve/{rev}/{path}; a regular file: 200, ETag = its git blob id;
+                   an LFS file: 302 to lfs_download, with X-Linked-Etag (its sha256) and X-Linked-Size
+  lfs_download     GET  the signed Location resolve gives, on `localhost`: an origin other than the endpoint's, so the
+                   client treats it as the Hub's CDN (reads X-Linked-* off the 302, sends no Authorization)
+  agent_harnesses  GET  /api/agent-harnesses; an empty registry (the client fetches it from HF_ENDPOINT for its
+                   User-Agent unless HF_HUB_DISABLE_TELEMETRY is set)
 Auth: every write, and every read of a private repo, needs `Authorization: Bearer <token>`, else 401 (a private repo
 answers as a missing one, `X-Error-Code: RepoNotFound`, as the Hub does); a wrong token gets 401 "Invalid credentials
-in Authorization header" anywhere. The signed storage URLs take no token, as S3 and the CDN don't.
+in Authorization header" on every route but the signed storage URLs, which take no token, as S3 and the CDN don't.
 
 Simplifications: a new repo holds one empty commit (the Hub's also has a .gitattributes, which would show up in
 `files()`); `shouldIgnore` is always false (no .gitignore rules); tree listings ignore `expand` (no lastCommit or
-security fields) and give folders a stable id that is not git's; `create_pr` is refused. validate-yaml is NOT the Hub's
-metadata validation: it only checks that the README's front matter is a YAML mapping and that `configs`, when present,
-is a list of {config_name: str, data_files: str | list[str] | list[{split: str, path: str | list[str]}]}.
+security fields) and give folders a stable id that is not git's; `create_pr` is refused; a request body must come with
+a Content-Length (411 otherwise, as S3 answers a PUT). validate-yaml is NOT the Hub's metadata validation: it only
+checks that the README's front matter is a YAML mapping and that `configs`, when present, is a list of
+{config_name: str, data_files: str | list[str] | list[{split: str, path: str | list[str]}]}.
 
 Scripted failures, for interrupted uploads: `fail_next(route, status=500)` answers the next request to `route` (a name
 above) with that status and `{"error": ...}` instead of handling it; `fail_next(route, drop=True)` reads the request
 and closes the connection without answering; `times=n` does it to the next n requests. A failed request changes
-nothing. The client retries 5xx answers and dropped connections itself (after sleeping 1 s, 2 s, ...) on preupload,
-tree, lfs_batch, lfs_upload and lfs_verify, not on create_repo, repo_info, validate_yaml, commit or resolve's HEAD.
+nothing. The client retries some routes itself, after sleeping 1 s, 2 s, ...: preupload, tree, lfs_batch, lfs_upload
+and lfs_verify on a 5xx or a dropped connection; the downloads (GET of resolve and lfs_download) on a dropped
+connection; create_repo, create_branch, repo_info, validate_yaml, commit and resolve's HEAD not at all.
 
 Every request is recorded (`requests`) with its route, query and headers (the Authorization value redacted).
 """
@@ -82,7 +88,7 @@ LFS_PATTERNS = ("*.tar", "*.parquet", "*.flac")  # the part of the Hub's default
 LFS_MIN_BYTES = 10 * 1024 * 1024  # the Hub stores any larger file in LFS
 CDN_HOST = "localhost"  # the double's other name: a different origin, so the client takes it for the Hub's CDN
 INITIAL_COMMIT_MESSAGE = "initial commit"
-INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the client matches this exact text
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the client matches it in X-Error-Message
 SIGNED_ROUTES = frozenset({"lfs_upload", "lfs_download"})
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
 
@@ -95,6 +101,7 @@ ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
     for name, method, pattern in (
         ("create_repo", "POST", r"/api/repos/create"),
         ("validate_yaml", "POST", r"/api/validate-yaml"),
+        ("agent_harnesses", "GET", r"/api/agent-harnesses"),
         ("repo_info", "GET", _API + r"(?:/revision/(?P<rev>[^/]+))?"),
         ("create_branch", "POST", _API + r"/branch/(?P<rev>[^/]+)"),
         ("tree", "GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"),
@@ -112,11 +119,19 @@ _REPO_TYPES = {"datasets": "dataset", "dataset": "dataset", "models": "model", "
 
 
 class HubError(Exception):
-    """An error the Hub would answer with: the status, `{"error": message}`, and the `X-Error-Code` it sets."""
+    """An error the Hub would answer with: the status, `{"error": message, **extra}`, the `X-Error-Code` it sets."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+        self.status, self.message, self.code = status, message, code
+        self.headers, self.extra = headers or {}, extra or {}
 
 
 @dataclass(frozen=True)
@@ -224,10 +239,10 @@ def _json_reply(payload: Any, status: int = 200, content_type: str = "applicatio
 
 
 def _error_reply(error: HubError) -> _Reply:
-    headers = {"X-Error-Message": error.message, **error.headers}
+    headers = dict(error.headers)
     if error.code is not None:
         headers["X-Error-Code"] = error.code
-    return _Reply(error.status, json.dumps({"error": error.message}).encode(), headers)
+    return _Reply(error.status, json.dumps({"error": error.message, **error.extra}).encode(), headers)
 
 
 def _now() -> str:
@@ -257,7 +272,7 @@ def _card_metadata_error(content: str) -> str | None:
         metadata = yaml.safe_load(found.group(1))
     except yaml.YAMLError as exc:
         return f"the front matter is not valid YAML: {exc}"
-    if metadata is None:  # empty front matter; the Hub only warns
+    if metadata is None:  # empty front matter: nothing to check
         return None
     if not isinstance(metadata, dict):
         return "the front matter must be a YAML mapping"
@@ -291,6 +306,7 @@ def _valid_data_files(data_files: Any) -> bool:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the Hub speaks
+    disable_nagle_algorithm = True  # headers and body go out in two writes; with Nagle each answer waits ~40 ms
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -311,7 +327,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         double = self.server.double
         split = urlsplit(self.path)
-        body = self._read_body()
         route, params = _match(self.command, split.path)
         query = parse_qs(split.query, keep_blank_values=True)
         authorization = self.headers.get("Authorization")
@@ -320,6 +335,11 @@ class _Handler(BaseHTTPRequestHandler):
         if "authorization" in headers:
             headers["authorization"] = "Bearer <redacted>"
         double.record(RecordedRequest(self.command, split.path, query, headers, route, auth == "ok", time.monotonic()))
+        if "transfer-encoding" in headers:  # the client always sends a Content-Length; S3 refuses a PUT without one
+            self.close_connection = True  # the unread body would be taken for the next request
+            self._send(_error_reply(HubError(411, "MissingContentLength: HubServerDouble needs a Content-Length")))
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         failure = double.next_failure(route)
         if failure is not None and failure.drop:
             self.close_connection = True
@@ -330,18 +350,6 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             reply = double.answer(route, _Call(split.path, params, query, body, auth))
         self._send(reply)
-
-    def _read_body(self) -> bytes:
-        """The request body, sent with a Content-Length or chunked (as the client streams an LFS file)."""
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        chunks = []
-        while size := int(self.rfile.readline().split(b";")[0], 16):
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-            pass  # trailers
-        return b"".join(chunks)
 
     def _send(self, reply: _Reply) -> None:
         try:
@@ -379,6 +387,7 @@ class HubServerDouble:
         self._handlers: dict[str, Callable[[_Call], _Reply]] = {
             "create_repo": self._create_repo,
             "validate_yaml": self._validate_yaml,
+            "agent_harnesses": self._agent_harnesses,
             "repo_info": self._repo_info,
             "create_branch": self._create_branch,
             "tree": self._tree,
@@ -483,7 +492,7 @@ class HubServerDouble:
         if route == "unknown":
             return _error_reply(HubError(404, f"HubServerDouble has no route for {call.path}"))
         if call.auth == "wrong" and route not in SIGNED_ROUTES:
-            return _error_reply(HubError(401, INVALID_CREDENTIALS))
+            return _error_reply(HubError(401, INVALID_CREDENTIALS, headers={"X-Error-Message": INVALID_CREDENTIALS}))
         try:
             with self._lock:  # one request at a time changes or reads the repos
                 return self._handlers[route](call)
@@ -573,7 +582,7 @@ class HubServerDouble:
         repo_id = f"{body.get('organization') or self.user}/{name}"
         url = self._repo_url(repo_type, repo_id)
         if (repo_type, repo_id) in self._repos:
-            raise HubError(409, f"You already created this {repo_type} repo: {url}")
+            raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})  # the client reads it
         private = body.get("visibility", "private" if body.get("private") else "public") == "private"
         repo = Repo(repo_type, repo_id, private, _now())
         self._add_commit(repo, "main", INITIAL_COMMIT_MESSAGE, "", {}, [], [])
@@ -585,9 +594,13 @@ class HubServerDouble:
         if not isinstance(content, str):
             raise HubError(400, '"content" must be a string')
         error = _card_metadata_error(content)
-        if error is not None:  # the client reads "errors" for its ValueError, hf_raise_for_status "error"
-            return _json_reply({"error": error, "errors": [{"message": error}], "warnings": []}, status=400)
+        if error is not None:  # the client's ValueError quotes "errors"
+            raise HubError(400, error, extra={"errors": [{"message": error}], "warnings": []})
         return _json_reply({"errors": [], "warnings": []})
+
+    def _agent_harnesses(self, call: _Call) -> _Reply:
+        """No AI-agent harnesses: the client fetches this registry (for its User-Agent) unless telemetry is off."""
+        return _json_reply({"standardEnvVars": [], "harnesses": {}})
 
     def _repo_info(self, call: _Call) -> _Reply:
         repo = self._readable_repo(call)

@@ -1,13 +1,12 @@
 """The Hub test double against the real `huggingface_hub` client: it speaks the protocol the client uses.
 
 In-process calls run with Xet disabled (the double does not speak it) and pass the double's endpoint explicitly, as
-`constants.ENDPOINT` is read once at import; the subprocess test sets both through the environment instead.
+`constants.ENDPOINT` is read once at import; the subprocess test sets both through the environment (`client_env`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -15,15 +14,9 @@ import textwrap
 from pathlib import Path
 
 import httpx2
-import huggingface_hub
 import pytest
 from hub_server import INITIAL_COMMIT_MESSAGE, HubServerDouble, hub_server_fixture
-from huggingface_hub import (
-    CommitOperationAdd,
-    CommitOperationDelete,
-    HfApi,
-    hf_hub_download,
-)
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -43,10 +36,15 @@ hub_server = hub_server_fixture(token=TOKEN)
 small_pages = hub_server_fixture("small_pages", token=TOKEN, tree_page_size=2)
 
 
+# huggingface_hub's LFS PUT passes the file as `data=`, which httpx2 deprecates in favour of `content=`
+
+
 @pytest.fixture(autouse=True)
-def no_xet(monkeypatch):
-    """The client uploads through Xet when hf_xet is installed; the double only speaks the legacy LFS protocol."""
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+def client_setup(monkeypatch):
+    """Xet off (the double only speaks the legacy LFS protocol); telemetry off, or the client's User-Agent would
+    fetch an agent registry from constants.ENDPOINT, the real Hub in this process."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     assert not is_xet_available()
 
 
@@ -96,17 +94,15 @@ def test_commit_uploads_lfs_files_once_and_skips_unchanged_files(hub_server, tmp
     assert sorted(hub_server.lfs_uploads) == sorted((sha256(data), len(data)) for data in SHARDS.values())
     head = hub_server.commits(REPO)[-1]
     assert (head.oid, head.message, sorted(head.added), head.deleted) == (info.oid, "Publish", sorted(sent), ())
-    assert [r.route for r in hub_server.requests if r.route != "lfs_upload" and r.route != "lfs_verify"] == [
-        "create_repo",
-        "preupload",
-        "lfs_batch",
-        "commit",
-    ]
+    legacy_path = ["create_repo", "preupload", "lfs_batch", "commit"]  # with PUTs and verifies after the batch
+    assert [r.route for r in hub_server.requests if r.route not in ("lfs_upload", "lfs_verify")] == legacy_path
     assert hub_server.export(REPO, "main", tmp_path / "out") == tmp_path / "out"
     assert (tmp_path / "out" / "shards" / "train-001.tar").read_bytes() == SHARDS["shards/train-001.tar"]
 
+    seen = len(hub_server.requests)
     again = api.create_commit(REPO, operations(sent), commit_message="Publish again", repo_type="dataset")
     assert again.oid == info.oid  # nothing changed: no commit, and no LFS object sent a second time
+    assert [r.route for r in hub_server.requests[seen:]] == ["preupload", "lfs_batch", "repo_info"]
     assert len(hub_server.commits(REPO)) == 2
     assert len(hub_server.lfs_uploads) == len(SHARDS)
     assert_only_known_routes(hub_server)
@@ -157,7 +153,9 @@ def test_commit_on_a_branch_leaves_main_alone(hub_server):
 def test_deletions_and_parent_commit(hub_server):
     api = api_for(hub_server)
     api.create_repo(REPO, repo_type="dataset")
-    first = api.create_commit(REPO, operations({"manifest.json": TEXT, **SHARDS}), commit_message="m", repo_type="dataset")
+    first = api.create_commit(
+        REPO, operations({"manifest.json": TEXT, **SHARDS}), commit_message="m", repo_type="dataset"
+    )
     second = api.create_commit(
         REPO,
         [CommitOperationDelete("shards/"), CommitOperationAdd("notes.txt", b"notes\n")],
@@ -248,6 +246,17 @@ def test_a_failed_commit_is_retried_without_uploading_again(hub_server, failure)
     assert len(hub_server.lfs_uploads) == len(SHARDS)  # the objects stored before the failure were not sent again
 
 
+def test_a_dropped_lfs_upload_is_sent_again_by_the_client(hub_server):
+    """The client retries a PUT whose connection dropped itself (after its 1 s backoff); nothing was stored from it."""
+    api = api_for(hub_server)
+    api.create_repo(REPO, repo_type="dataset")
+    hub_server.fail_next("lfs_upload", drop=True)
+    api.create_commit(REPO, operations(SHARDS), commit_message="m", repo_type="dataset")
+    assert hub_server.files(REPO) == SHARDS
+    assert sorted(hub_server.lfs_uploads) == sorted((sha256(data), len(data)) for data in SHARDS.values())
+    assert len([r for r in hub_server.requests if r.route == "lfs_upload"]) == len(SHARDS) + 1
+
+
 def test_model_repos_work_too(hub_server, tmp_path):
     api = api_for(hub_server)
     api.create_repo("koe/aligner")
@@ -265,18 +274,15 @@ def test_a_subprocess_client_configured_by_environment(hub_server, tmp_path):
         (folder / path).write_bytes(data)
     script = textwrap.dedent(
         f"""
-        import json, pathlib
         from huggingface_hub import HfApi, hf_hub_download
-        api = HfApi()
-        api.create_repo({REPO!r}, repo_type="dataset", exist_ok=True)
-        api.upload_folder(folder_path={str(folder)!r}, repo_id={REPO!r}, repo_type="dataset")
-        shard = hf_hub_download({REPO!r}, "shards/train-000.tar", repo_type="dataset")
-        print(json.dumps(pathlib.Path(shard).read_bytes() == {SHARDS["shards/train-000.tar"]!r}))
+        HfApi().create_repo({REPO!r}, repo_type="dataset", exist_ok=True)
+        HfApi().upload_folder(folder_path={str(folder)!r}, repo_id={REPO!r}, repo_type="dataset")
+        print(hf_hub_download({REPO!r}, "shards/train-000.tar", repo_type="dataset"))
         """
     )
     env = {**os.environ, **hub_server.client_env, "HF_HOME": str(tmp_path / "hf-home")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) is True
     assert hub_server.files(REPO) == {"manifest.json": TEXT, **SHARDS}
+    assert Path(result.stdout.strip()).read_bytes() == SHARDS["shards/train-000.tar"]
     assert_only_known_routes(hub_server)

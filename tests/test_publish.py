@@ -25,11 +25,11 @@ hub = hub_server_fixture("hub", token=TOKEN)
 @pytest.fixture
 def api(hub, monkeypatch):
     """huggingface_hub in this process, pointed at the double with Xet off (the double speaks LFS, not Xet)."""
-    import huggingface_hub
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_PROGRESS_BARS", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)  # it would ask huggingface.co itself
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_PROGRESS_BARS", True)
     return HfApi(endpoint=hub.url, token=TOKEN)
 
 
