@@ -32,20 +32,19 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from pipeline.captioners.base import CAPTION_SAMPLE_RATE
+from tests.local_server import LocalServer, server_fixture
 
 DEFAULT_RETRY_AFTER_SECONDS = 1
 JAPANESE_CAPTION = "静かな部屋で短い物音が聞こえる。"
 WORDS_BEFORE_CUT = 3
 FIXED_BEHAVIOURS = {"ok", "drop", "empty", "length", "japanese", "nochoices"}
-POLL_SECONDS = 0.02  # how soon shutdown() is noticed; the standard 0.5 s would add it to every test
 
 
 class RequestRejected(Exception):
@@ -117,7 +116,7 @@ def audio_of(body: Any, model: str) -> np.ndarray:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's uvicorn speaks
-    server: _Server
+    server: Any  # the LocalServer, whose `double` is the double
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest output is for the tests."""
@@ -225,13 +224,11 @@ def _choice(text: str, finish_reason: str) -> dict[str, Any]:
     }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    double: ChatServerDouble
-
-
-class ChatServerDouble:
+class ChatServerDouble(LocalServer):
     """Test double for an OpenAI-compatible model server: `with ChatServerDouble(...) as server: server.url`."""
+
+    handler = _Handler
+    thread_name = "chat-server-double"
 
     def __init__(
         self,
@@ -248,29 +245,16 @@ class ChatServerDouble:
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
         self.max_in_flight = 0
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.double = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": POLL_SECONDS},
-            name="chat-server-double",
-            daemon=True,
-        )
+        super().__init__()
 
     @property
     def url(self) -> str:
         """The OpenAI API root to give a client as base_url."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> ChatServerDouble:
-        self._thread.start()
-        return self
+        return f"{self.origin}/v1"
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self.stopping.set()  # a slow answer in progress gives up
+        super().__exit__(*exc_info)
 
     def script(self, behaviours: list[str]) -> None:
         """Queue behaviours for the next chat requests, in arrival order."""
@@ -336,10 +320,4 @@ class ChatServerDouble:
 
 def chat_server_fixture(name: str = "chat_server", **options: Any) -> Any:
     """A pytest fixture (registered as `name`) that runs a `ChatServerDouble(**options)` for one test."""
-
-    @pytest.fixture(name=name)
-    def fixture() -> Iterator[ChatServerDouble]:
-        with ChatServerDouble(**options) as server:
-            yield server
-
-    return fixture
+    return server_fixture(ChatServerDouble, name, **options)

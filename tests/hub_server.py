@@ -69,19 +69,19 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-import pytest
 import yaml
 
-POLL_SECONDS = 0.02  # how soon shutdown() is noticed; the standard 0.5 s would add it to every test
+from tests.local_server import LocalServer, server_fixture
+
 DEFAULT_TOKEN = "hf_double_token"
 DEFAULT_TREE_PAGE_SIZE = 1000  # the Hub's page size for tree listings
 LFS_PATTERNS = ("*.tar", "*.parquet", "*.flac")  # the part of the Hub's default .gitattributes koe's files meet
@@ -307,7 +307,7 @@ def _valid_data_files(data_files: Any) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the Hub speaks
     disable_nagle_algorithm = True  # headers and body go out in two writes; with Nagle each answer waits ~40 ms
-    server: _Server
+    server: Any  # the LocalServer, whose `double` is the double
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest output is for the tests."""
@@ -365,13 +365,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    double: HubServerDouble
-
-
-class HubServerDouble:
+class HubServerDouble(LocalServer):
     """Test double for the Hugging Face Hub: `with HubServerDouble(token=...) as server: HfApi(endpoint=server.url)`."""
+
+    handler = _Handler
+    thread_name = "hub-server-double"
 
     def __init__(
         self, token: str = DEFAULT_TOKEN, *, user: str = "koe-tester", tree_page_size: int = DEFAULT_TREE_PAGE_SIZE
@@ -399,33 +397,17 @@ class HubServerDouble:
             "lfs_download": self._lfs_download,
             "resolve": self._resolve_file,
         }
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.double = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": POLL_SECONDS},
-            name="hub-server-double",
-            daemon=True,
-        )
+        super().__init__()
 
     @property
     def url(self) -> str:
         """The endpoint to give the client (`HfApi(endpoint=...)`, `HF_ENDPOINT`)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.origin
 
     @property
     def client_env(self) -> dict[str, str]:
         """Environment variables for a client in a subprocess: this endpoint, Xet off, the token."""
         return {"HF_ENDPOINT": self.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": self.token}
-
-    def __enter__(self) -> HubServerDouble:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
     # ---- for tests ----
 
@@ -816,10 +798,4 @@ class HubServerDouble:
 
 def hub_server_fixture(name: str = "hub_server", **options: Any) -> Any:
     """A pytest fixture (registered as `name`) that runs a `HubServerDouble(**options)` for one test."""
-
-    @pytest.fixture(name=name)
-    def fixture() -> Iterator[HubServerDouble]:
-        with HubServerDouble(**options) as server:
-            yield server
-
-    return fixture
+    return server_fixture(HubServerDouble, name, **options)

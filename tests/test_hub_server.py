@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from hub_server import INITIAL_COMMIT_MESSAGE, HubServerDouble, hub_server_fixture
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -24,6 +23,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils._runtime import is_xet_available
+
+from tests.hub_server import INITIAL_COMMIT_MESSAGE, HubServerDouble, hub_server_fixture
 
 TOKEN = "hf_koe_test_token"
 REPO = "koe/corpus"
@@ -34,9 +35,6 @@ GOOD_CARD = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: tr
 
 hub_server = hub_server_fixture(token=TOKEN)
 small_pages = hub_server_fixture("small_pages", token=TOKEN, tree_page_size=2)
-
-
-# huggingface_hub's LFS PUT passes the file as `data=`, which httpx2 deprecates in favour of `content=`
 
 
 @pytest.fixture(autouse=True)

@@ -178,3 +178,16 @@ def test_without_a_token_the_hub_refuses_and_koe_says_how_to_give_one(hub, demo_
     result = publish(hub, tmp_path, str(demo_output), "--repo-id", REPO_ID, token=None, check=False)
     assert result.returncode == 2
     assert "401" in result.stderr and "set HF_TOKEN or run `hf auth login`" in result.stderr
+
+
+def test_shard_sizes_far_from_a_gigabyte_get_advice_and_commits_stay_bounded():
+    from pipeline.publish import RepoFile, _batches, shard_size_warnings
+
+    assert shard_size_warnings([900 * 10**6] * 40) == []
+    assert shard_size_warnings([40_000] * 5) == []  # a small output: one small shard is fine
+    assert "lower output.rows_per_shard" in shard_size_warnings([10**9, 7 * 10**9])[0]
+    assert "raise output.rows_per_shard" in shard_size_warnings([20 * 10**6] * 3000)[0]
+    files = [RepoFile(f"data/c/train/c-{i:06d}.tar", 3 * 10**9, "0" * 64) for i in range(13)]
+    batches = _batches(files)
+    assert [len(b) for b in batches] == [6, 6, 1]  # 20 GB a commit at most
+    assert [f for b in batches for f in b] == files
