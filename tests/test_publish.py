@@ -191,3 +191,17 @@ def test_shard_sizes_far_from_a_gigabyte_get_advice_and_commits_stay_bounded():
     batches = _batches(files)
     assert [len(b) for b in batches] == [6, 6, 1]  # 20 GB a commit at most
     assert [f for b in batches for f in b] == files
+
+
+def test_published_captions_carry_every_clips_credit(hub, captions_output, tmp_path):
+    import csv
+    import io
+
+    publish(hub, tmp_path, str(captions_output), "--repo-id", "koe-tester/fsd50k-captions")
+    files = hub.files("koe-tester/fsd50k-captions")
+    credits = list(csv.DictReader(io.StringIO(files["manifests/captions_fsd50k/train/attribution.csv"].decode())))
+    written = json.loads(files["manifests/captions_fsd50k/train/summary.json"])["samples"]
+    assert len(credits) == written == 5
+    assert all(row["credit"] and row["license"].startswith("http") and row["source_url"] for row in credits)
+    card = card_of(hub, "koe-tester/fsd50k-captions")
+    assert "## FSD50K attribution" in card.text and "cc-by-4.0" in card.data.to_dict()["license"]

@@ -74,3 +74,10 @@ def test_the_duplex_report_shows_turn_taking(duplex_output, tmp_path):
 def test_a_folder_that_is_no_output_gets_a_clear_error(tmp_path):
     result = koe("report", str(tmp_path), check=False)
     assert result.returncode == 2 and "not a finished koe output" in result.stderr
+
+
+def test_the_captions_report_shows_the_clips_licenses(captions_output, tmp_path):
+    koe("report", str(captions_output), "--html", str(tmp_path / "r.html"))
+    captions = " | ".join(read_page(tmp_path / "r.html").captions)
+    assert "Captioned clips per license" in captions and "Duration of the 5 samples" in captions
+    assert "QC:" not in captions and "Speech per voice" not in captions  # no voices in a captions output
