@@ -16,7 +16,7 @@ from typing import Any
 from huggingface_hub import DatasetCardData
 
 from .records import SCHEMA_VERSION
-from .stats import OutputFacts, speaker_descriptions
+from .stats import OutputFacts, format_duration, speaker_descriptions
 
 TASKS = {
     "sft": ["audio-text-to-text", "automatic-speech-recognition"],
@@ -71,11 +71,11 @@ def _hours(seconds: float) -> float:
 def summarize(facts: OutputFacts, config: str, split: str, data_files: str) -> dict[str, Any]:
     """The facts of one published split that its card needs (JSON; stored in the repo beside the shards)."""
     recipe = facts.recipe
-    first = facts.first_sample_json() or {}
+    first = facts.first_sample or {}
     source_samples = Counter(s.source for s in facts.samples)
     source_seconds = facts.source_seconds()
     speaker_seconds = facts.speaker_seconds()
-    voices = speaker_descriptions(facts)
+    voices = speaker_descriptions(facts, sorted(speaker_seconds))
     clip_licenses = Counter(s.clip["license_name"] for s in facts.samples if s.clip)
     made_by = first.get("captioner") if facts.kind == "captions" else first.get("render")
     return {
@@ -161,7 +161,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _duration(hours: float) -> str:
-    return f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+    return format_duration(hours * 3600)
 
 
 def _bytes(size: int) -> str:

@@ -181,7 +181,7 @@ def validate(directory: Annotated[Path, typer.Argument(help="output folder of `k
 def _print_plan(plan) -> None:
     state = " (new repo)" if not plan.repo_exists else " (new branch from main)" if not plan.branch_exists else ""
     typer.echo(f"{plan.repo_id}@{plan.revision}{state}: {plan.config}/{plan.split}")
-    pending = plan.pending(plan.data + plan.metadata)
+    pending = plan.data + plan.metadata
     for f in pending:
         typer.echo(f"  upload  {f.path_in_repo}  {f.size / 1e6:.2f} MB")
     for path in plan.delete:

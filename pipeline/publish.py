@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,29 +81,21 @@ class RemoteFile:
     sha256: str | None  # LFS files only
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """What publishing one split changes in the repo."""
+    """What publishing one split changes in the repo: the files not there yet, and those to remove."""
 
     repo_id: str
     revision: str
     config: str
     split: str
-    data: list[RepoFile]  # the shards
-    metadata: list[RepoFile]  # manifests, summary and the card: committed last, together
-    remote: dict[str, RemoteFile]
+    data: list[RepoFile]  # shards to upload
+    metadata: list[RepoFile]  # manifests, summary and card to upload: committed last, together
+    unchanged: int  # files the repo already holds with the same bytes
+    delete: list[str]  # this split's files in the repo that the output no longer has
+    warnings: list[str]
     repo_exists: bool
     branch_exists: bool
-    delete: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def pending(self, files: list[RepoFile]) -> list[RepoFile]:
-        return [f for f in files if not f.same_as(self.remote.get(f.path_in_repo))]
-
-    @property
-    def unchanged(self) -> int:
-        everything = self.data + self.metadata
-        return len(everything) - len(self.pending(everything))
 
 
 def shard_paths(
@@ -173,13 +165,12 @@ def _remote_files(api, repo_id: str, revision: str) -> tuple[dict[str, RemoteFil
         return listing("main"), True, False
 
 
-def _other_summaries(api, plan: Plan, ours: str) -> list[dict[str, Any]]:
+def _other_summaries(api, repo_id: str, ref: str, remote: dict[str, RemoteFile], ours: str) -> list[dict[str, Any]]:
     """The summaries of the repo's other configs and splits, so that the card keeps describing them."""
-    paths = sorted(p for p in plan.remote if p.startswith("manifests/") and p.endswith("/summary.json") and p != ours)
-    ref = plan.revision if plan.branch_exists else "main"
+    paths = sorted(p for p in remote if p.startswith("manifests/") and p.endswith("/summary.json") and p != ours)
     summaries = []
     for path in paths:
-        local = api.hf_hub_download(plan.repo_id, path, repo_type=REPO_TYPE, revision=ref)
+        local = api.hf_hub_download(repo_id, path, repo_type=REPO_TYPE, revision=ref)
         summaries.append(json.loads(Path(local).read_text(encoding="utf-8")))
     return summaries
 
@@ -216,13 +207,28 @@ def plan_publish(directory: Path, repo_id: str, split: str = "train", revision: 
     ]
     if facts.kind == "captions":
         metadata.append(RepoFile.made(f"{folder}/attribution.csv", attribution_csv(facts)))
-    plan = Plan(repo_id, revision, config, split, data, metadata, remote, repo_exists, branch_exists)
-    card = render_card(repo_id, revision, [summary, *_other_summaries(api, plan, f"{folder}/summary.json")])
-    plan.metadata.append(RepoFile.made(CARD_PATH, card.encode("utf-8")))
+    others = _other_summaries(api, repo_id, revision if branch_exists else "main", remote, f"{folder}/summary.json")
+    card = render_card(repo_id, revision, [summary, *others])
+    metadata.append(RepoFile.made(CARD_PATH, card.encode("utf-8")))
     ours = {f.path_in_repo for f in data + metadata}
-    plan.delete = sorted(p for p in remote if p.startswith((f"data/{config}/{split}/", f"{folder}/")) and p not in ours)
-    plan.warnings = shard_size_warnings([r.tar_bytes for r in facts.shards])
-    return plan
+
+    def to_upload(files: list[RepoFile]) -> list[RepoFile]:
+        return [f for f in files if not f.same_as(remote.get(f.path_in_repo))]
+
+    data_to_upload, metadata_to_upload = to_upload(data), to_upload(metadata)
+    return Plan(
+        repo_id,
+        revision,
+        config,
+        split,
+        data=data_to_upload,
+        metadata=metadata_to_upload,
+        unchanged=len(data) + len(metadata) - len(data_to_upload) - len(metadata_to_upload),
+        delete=sorted(p for p in remote if p.startswith((f"data/{config}/{split}/", f"{folder}/")) and p not in ours),
+        warnings=shard_size_warnings([r.tar_bytes for r in facts.shards]),
+        repo_exists=repo_exists,
+        branch_exists=branch_exists,
+    )
 
 
 def _hub_api():
@@ -261,10 +267,8 @@ def execute(plan: Plan, private: bool, api: Any = None, echo: Callable[[str], No
         api.create_branch(plan.repo_id, repo_type=REPO_TYPE, branch=plan.revision, exist_ok=True)
     commits = []
     where = f"{plan.config}/{plan.split}"
-    batches = _batches(plan.pending(plan.data))
-    total = sum(len(b) for b in batches)
-    done = 0
-    for batch in batches:
+    total, done = len(plan.data), 0
+    for batch in _batches(plan.data):
         message = f"koe: {where} shards {done + 1}-{done + len(batch)} of {total}"
         info = api.create_commit(
             plan.repo_id,
@@ -276,7 +280,7 @@ def execute(plan: Plan, private: bool, api: Any = None, echo: Callable[[str], No
         done += len(batch)
         commits.append(info.oid)
         echo(f"{message}: {sum(f.size for f in batch) / 1e6:.1f} MB, commit {info.oid[:10]}")
-    operations = [_add(f) for f in plan.pending(plan.metadata)]
+    operations = [_add(f) for f in plan.metadata]
     operations += [CommitOperationDelete(path) for path in plan.delete]
     if operations:
         message = f"koe: {where} manifests and dataset card"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .shards import atomic_write_bytes
-from .stats import QC_SCORES, OutputFacts, collect
+from .stats import QC_SCORES, OutputFacts, collect, format_duration
 
 COLOR = "#3b6ea8"
 ACCENT = "#c8553d"
@@ -159,21 +160,24 @@ def plots(facts: OutputFacts) -> list[tuple[str, str]]:
         )
         rates = [60 * s.aizuchi / s.duration for s in facts.samples if s.duration > 0]
         found.append(("Aizuchi per minute of dialogue, per sample", _figure(_histogram(rates, "aizuchi per minute"))))
-    clips = sorted({name for s in facts.samples if s.clip for name in [s.clip["license_name"]]})
+    clips = sorted(Counter(s.clip["license_name"] for s in facts.samples if s.clip).items())
     if clips:
-        counts = [sum(1 for s in facts.samples if s.clip and s.clip["license_name"] == name) for name in clips]
         found.append(
-            ("Captioned clips per license", _figure(_bars(clips, counts, "clips"), height=_bar_height(len(clips))))
+            (
+                "Captioned clips per license",
+                _figure(
+                    _bars([name for name, _ in clips], [n for _, n in clips], "clips"), height=_bar_height(len(clips))
+                ),
+            )
         )
     return found
 
 
 def render_report(facts: OutputFacts) -> str:
     recipe = facts.recipe
-    hours = facts.audio_seconds / 3600
     numbers = [
         ("samples", f"{len(facts.samples):,}"),
-        ("audio", f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"),
+        ("audio", format_duration(facts.audio_seconds)),
         ("input rows", f"{sum(facts.statuses.values()):,}"),
         ("rejected", f"{facts.statuses.get('rejected', 0):,}"),
         ("failed", f"{facts.statuses.get('failed', 0):,}"),

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,11 @@ def read_tar_samples(path: Path) -> Any:
     import webdataset as wds  # here, not at the top: it imports torch (1.3 s), which shard workers need not pay
 
     return wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+
+
+def iter_sample_json(tar: Path) -> Iterator[dict[str, Any]]:
+    """The parsed `<key>.json` members of one shard, in shard order; tarfile seeks over the audio unread."""
+    with tarfile.open(tar, mode="r:") as archive:
+        for member in archive:
+            if member.name.endswith(".json"):
+                yield json.loads(archive.extractfile(member).read())

@@ -8,15 +8,13 @@ over the FLAC members, so a 100 GB output is summarized without reading its audi
 from __future__ import annotations
 
 import json
-import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .manifest import read_manifest, reason_counts, status_counts
-from .shards import DoneRecord, Output
+from .shards import DoneRecord, Output, iter_sample_json
 from .speakers import load_bank
 
 # per-turn QC scores in the sample JSON, and the recipe's thresholds for each (None: no bound there)
@@ -27,14 +25,6 @@ QC_SCORES = {
     "level_rms_dbfs": ("RMS level (dBFS)", ("rms_dbfs", "rms_dbfs")),
     "silence_longest_pause": ("longest pause inside a turn (s)", (None, "max_pause_seconds")),
 }
-
-
-def iter_sample_json(tar: Path) -> Iterator[dict[str, Any]]:
-    """The parsed `<key>.json` members of one shard, in shard order."""
-    with tarfile.open(tar, mode="r:") as archive:
-        for member in archive:
-            if member.name.endswith(".json"):
-                yield json.loads(archive.extractfile(member).read())
 
 
 @dataclass
@@ -78,13 +68,12 @@ class SampleFacts:
 class OutputFacts:
     """One finished output: its run record, its manifest's counts and the facts of every written sample."""
 
-    root: Path
     run: dict[str, Any]
     statuses: Counter  # manifest rows per status
     reject_reasons: Counter  # rejected rows per reason, without row-specific detail
-    manifest_durations: list[float]  # every written row's duration, from the manifest
     samples: list[SampleFacts] = field(default_factory=list)
     shards: list[DoneRecord] = field(default_factory=list)
+    first_sample: dict[str, Any] | None = None  # the first sample's whole JSON: what the output was made with
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -110,12 +99,6 @@ class OutputFacts:
             total[sample.source] += sample.duration
         return total
 
-    def first_sample_json(self) -> dict[str, Any] | None:
-        for record in self.shards:
-            for document in iter_sample_json(Output(self.root).tar_path(record.shard)):
-                return document
-        return None
-
 
 def collect(directory: Path) -> OutputFacts:
     """Read an output folder written by `koe run` (check it with `koe validate` first)."""
@@ -123,24 +106,27 @@ def collect(directory: Path) -> OutputFacts:
     if not output.run_path.is_file() or not output.manifest_path.is_file():
         raise ValueError(f"{directory}: not a finished koe output (no run.json or manifest.parquet)")
     table = read_manifest(output.manifest_path)
-    written = [row for row in table.to_pylist() if row["status"] == "written"]
     facts = OutputFacts(
-        root=output.root,
         run=json.loads(output.run_path.read_text()),
         statuses=status_counts(table),
         reject_reasons=reason_counts(table),
-        manifest_durations=[row["duration"] for row in written],
     )
     for tar in sorted(output.shards_dir.glob("*.tar")):
         facts.shards.append(DoneRecord.read(output.done_path(tar.stem)))
-        facts.samples.extend(SampleFacts.from_json(document) for document in iter_sample_json(tar))
+        for document in iter_sample_json(tar):
+            facts.first_sample = facts.first_sample or document
+            facts.samples.append(SampleFacts.from_json(document))
     return facts
 
 
-def speaker_descriptions(facts: OutputFacts) -> dict[str, dict[str, str]]:
+def format_duration(seconds: float) -> str:
+    """Audio time as a person reads it: hours once there is an hour of it, minutes before."""
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def speaker_descriptions(facts: OutputFacts, spoken: list[str]) -> dict[str, dict[str, str]]:
     """Name, license and origin of each bank voice that spoke, when the run's speaker bank is still at hand."""
     bank_path = (facts.recipe.get("speakers") or {}).get("bank")
-    spoken = facts.speaker_seconds()
     if not bank_path or not Path(bank_path).is_file():
         return {speaker: {"name": speaker, "license": "", "source": ""} for speaker in sorted(spoken)}
     bank = load_bank(Path(bank_path))

@@ -114,7 +114,7 @@ def test_an_interrupted_publish_resumes_and_uploads_nothing_twice(hub, api, demo
     assert len(hub.commits(REPO_ID)) == 2  # the repo's first commit and one of shards
 
     plan = publishing.plan_publish(demo_output, REPO_ID, api=api)
-    assert plan.unchanged == 2 and len(plan.pending(plan.data)) == 3
+    assert plan.unchanged == 2 and len(plan.data) == 3
     publishing.execute(plan, private=False, api=api, echo=lambda line: None)
     assert Counter(oid for oid, _ in hub.lfs_uploads).most_common(1)[0][1] == 1  # each object sent once
     assert {p for p in hub.files(REPO_ID) if p.endswith(".tar")} == {
