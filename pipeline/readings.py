@@ -18,7 +18,8 @@ from typing import Any
 
 import pyopenjtalk
 
-from .speakable import collapse_pauses, make_speakable, spell_letters, unspeakable_reason
+from .english import spell_letters
+from .speakable import collapse_pauses, make_speakable, unspeakable_reason
 
 _PAUSE_MARKS = {"、": "、", "，": "、", "…": "、", "。": "。", "！": "！", "!": "！", "？": "？", "?": "？"}
 _PAUSE_RUN = re.compile("([" + re.escape("".join(_PAUSE_MARKS)) + "]+)")

@@ -6,31 +6,40 @@ boundaries to fit the backend.
 
 `spoken_text` is plain Japanese that every backend reads the same way:
 
-- Markup goes: markdown headings, bullets, emphasis, tables and link targets, code blocks, URLs.
-  Inline code keeps its text. Every line ends as a sentence.
-- Numbers are written in kanji numerals with 万/億/兆/京 (`12,345` → 一万二千三百四十五, `3.14` →
-  三点一四, `-5` → マイナス五); counters stay as written, OpenJTalk reads 三人, 一つ, 二十歳 right.
-  A numeral with a leading zero (`090`) or over 20 digits is read digit by digit.
-- Dates (`2024/1/5`, `2024-01-05`, `1/5(金)`), times (`14:30`; a single-digit part after a colon
-  is a ratio, `16:9` → 十六対九), fractions (`1/2` → 二分の一), ranges (`3~5`, `3〜5`, `3-5` →
-  から), phone and postal codes (`03-1234-5678`, `123-4567`: digit by digit joined by の),
-  percentages, currencies (`¥`, `$`, `€`, `£`) and units after a number (`5km`, `60km/h` →
-  時速六十キロメートル, `25℃` → 二十五度) are verbalized.
-- English: words of a small dictionary of common tech and everyday loanwords become katakana
-  (`Python` → パイソン, case-insensitive); remaining runs of capitals are acronyms spelled with
-  letter names (`GPU` → ジーピーユー, `PCs` → ピーシー), as is any single letter (`Aさん`, `xの値`).
-  Other English words are left for the TTS: OpenJTalk reads the loanwords in its dictionary and
-  spells unknown words letter by letter.
-- Symbols people say are verbalized (`&` アンド, `@` アット, `=` イコール, `+` and `×` between
-  operands プラス/かける); emoji and decorative symbols (★, ♪, →, ※) are removed. `〜` between
-  kana lengthens the vowel (すご〜い → すごーい). Punctuation becomes Japanese (、。！？).
+- Markup goes: markdown headings, bullets, emphasis, tables and link targets. A fenced code block
+  becomes the sentence コードは省略します (code omitted), so the listener knows something was there.
+  Inline code keeps its text, identifiers said as names (`df.groupby` → ディーエフドットグループバイ).
+  Every line ends as a sentence.
+- Numbers stay in Arabic digits: OpenJTalk reads them with the right counter sound changes
+  (10分 ジュップン, 1日 ツイタチ/イチニチ, 20日 ハツカ, 6本 ロッポン), which kanji numerals would lose
+  (十分 is ジューブン, "enough"). Patterns OpenJTalk misreads are rewritten around the digits:
+  dates (`2024/1/5` → 2024年1月5日), times (`14:30` → 14時30分; a single-digit part after a colon is a
+  ratio, `16:9` → 16対9), fractions (`1/2` → 2分の1), ranges (`3~5`, `3〜5`, `3-5` → から), phone and
+  postal codes (digit by digit joined by の), percentages, currencies and units after a number
+  (`60km/h` → 時速60キロメートル), signs (マイナス), version numbers (`3.11.2` → 3点11点2).
+- Calculations are said as such: `100-35=65` → 100ひく35は65, `×` かける, `÷` わる, `x²` xの2乗,
+  `√2` ルート2, `π` パイ. A hyphen between numbers is subtraction only inside a calculation (another
+  operator, `=`, or a word such as 計算 or 答え in the turn); elsewhere it is a range.
+- English is katakana (pipeline/english.py): words and brand names as Japanese say them, acronyms
+  spelled or read as words, an English sentence word by word. Digits inside Latin names are read
+  the English way (`5G` ファイブジー, `F1` エフワン, `iPhone 15` アイフォーンフィフティーン, `No.1`
+  ナンバーワン), except paper sizes and resolutions (`A4` エーヨン, `4K` ヨンケー).
+- Emails, domains, URLs and file names are said as people say them: `support@example.com` →
+  サポートアットマークイグザンプルドットコム; a URL is said as its domain; `report.pdf` →
+  リポートドットピーディーエフ. Hashtags are ハッシュタグ + the tag, `★5` is 星5.
+- Emoji, arrows and decorative symbols are not said but leave a pause (、) where they separated
+  phrases, as do spaces between Japanese phrases. `〜` between kana lengthens the vowel. Punctuation
+  becomes Japanese (、。！？).
+- Kanji whose reading depends on context (辛い: カライ with food, ツライ otherwise; 何曜日 ナンヨービ)
+  are written in kana where the context decides (`_CONTEXT_READINGS`), so that every backend, and
+  the reading, say the same word.
 
 A turn is rejected when it is mostly code (more than half of its non-space characters sit in code
-blocks or inline code; inline code that is a single name such as `groupby` does not count), when
-nothing speakable is left, when it is mostly non-Japanese (under 30% of the letters of its spoken
-text are kana or kanji, so English prose counts but acronyms and known words do not; or 20 or
-more letters without a single kana, which is Chinese), and when it is longer than the recipe
-allows.
+blocks, inline code or lines that read as code; inline code that is a single name such as
+`groupby` does not count), when nothing speakable is left, when it is mostly non-Japanese (under
+30% of its weighted letters are kana or kanji, a Latin letter counting a third of a Japanese
+character; or 20 or more letters without a single kana, which is Chinese), and when it is longer
+than the recipe allows.
 """
 
 from __future__ import annotations
@@ -39,13 +48,13 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from .english import english_number, english_phrase, spell_letters, word_to_katakana
 from .records import Dialogue, Rejected
 
-_CODE_BLOCK = re.compile(r"```.*?(```|$)", re.S)
-_INLINE_CODE = re.compile(r"`([^`]*)`")
+_CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
+_INLINE_CODE = re.compile(r"`([^`\n]*)`")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_URL = re.compile(r"https?://[!-~]+|www\.[!-~]+")  # ASCII only: Japanese often follows a URL unspaced
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*", re.M)
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.M)
 _BULLET = re.compile(r"^\s*(?:[-*+・]|\d+[.)])\s+", re.M)
 _STAR_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s*\*\s*(?=\d)")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|~~)")
@@ -54,67 +63,41 @@ _SENTENCE_END = "。！？!?"
 _CLAUSE_END = "、，,；;：:"
 _PAUSES = "、。！？"
 _CLOSING_QUOTES = "」』)）】"
+CODE_OMITTED = "コードは省略します。"
 
 MOSTLY_CODE_SHARE = 0.5  # more code than this share of non-space characters: not a spoken turn
-MIN_JAPANESE_SHARE = 0.3  # fewer kana/kanji than this share of letters: not Japanese
+MIN_JAPANESE_SHARE = 0.3  # fewer kana/kanji than this share of weighted letters: not Japanese
+LATIN_LETTER_WEIGHT = 1 / 3  # a Latin letter carries about a third of what a kana or kanji does
 KANA_FREE_LETTERS = 20  # this many letters without a single kana: Chinese, not Japanese
 
 # --- numbers ---------------------------------------------------------------------------------
 
 _DIGIT_KANJI = "零一二三四五六七八九"
-_SMALL_UNITS = ((1000, "千"), (100, "百"), (10, "十"))
-_LARGE_UNITS = ("", "万", "億", "兆", "京")
-_MAX_INTEGER_DIGITS = 20  # up to 京; longer numerals are read digit by digit
+_MAX_INTEGER_DIGITS = 16  # OpenJTalk reads longer runs digit by digit, and so do people
 
 _NUMERAL = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)*"
 _SIGN = r"(?:(?<![0-9A-Za-z.])[-−])?"
 _SIGNED_NUMERAL = _SIGN + _NUMERAL
 
 
-def int_to_kanji(number: int) -> str:
-    """An integer in kanji numerals, the way it is said: 10000 → 一万, 1005 → 千五, -3 → マイナス三."""
-    if number < 0:
-        return "マイナス" + int_to_kanji(-number)
-    if number >= 10**_MAX_INTEGER_DIGITS:
-        raise ValueError(f"{number} is beyond 京")
-    if number == 0:
-        return "零"
-    groups = []
-    for unit in _LARGE_UNITS:
-        number, group = divmod(number, 10000)
-        if group:
-            groups.append(_four_digits_to_kanji(group) + unit)
-    return "".join(reversed(groups))
-
-
-def _four_digits_to_kanji(number: int) -> str:
-    """1..9999: a 1 before 千/百/十 is silent (千, 百, 十), other digits are said."""
-    text = ""
-    for value, unit in _SMALL_UNITS:
-        digit, number = divmod(number, value)
-        if digit:
-            text += ("" if digit == 1 else _DIGIT_KANJI[digit]) + unit
-    return text + (_DIGIT_KANJI[number] if number else "")
-
-
 def digits_to_kanji(digits: str) -> str:
-    """Digit by digit, as codes and decimal places are said: 090 → 零九零."""
+    """Digit by digit, as codes are said: 090 → 零九零 (OpenJTalk reads each digit)."""
     return "".join(_DIGIT_KANJI[int(d)] for d in digits)
 
 
-def number_to_kanji(numeral: str) -> str:
-    """A numeral as written (`-1,234.5`, `007`, `3.11.2`) in kanji numerals."""
+def say_number(numeral: str) -> str:
+    """A numeral as written (`-1,234.5`, `007`, `3.11.2`) in the form OpenJTalk reads right.
+
+    Digits stay Arabic; a sign is マイナス, a version number's dots are 点, and an integer longer
+    than `_MAX_INTEGER_DIGITS` is said digit by digit.
+    """
     sign = "マイナス" if numeral[0] in "-−" else ""
     whole, *fractions = numeral.lstrip("-−").replace(",", "").split(".")
+    if len(whole) > _MAX_INTEGER_DIGITS:
+        whole = digits_to_kanji(whole)
     if len(fractions) > 1:  # a version number: each part is a whole number
-        return sign + "点".join(_whole_number(part) for part in (whole, *fractions))
-    return sign + _whole_number(whole) + "".join("点" + digits_to_kanji(f) for f in fractions)
-
-
-def _whole_number(digits: str) -> str:
-    if (len(digits) > 1 and digits[0] == "0") or len(digits) > _MAX_INTEGER_DIGITS:
-        return digits_to_kanji(digits)
-    return int_to_kanji(int(digits))
+        return sign + "点".join((whole, *fractions))
+    return sign + whole + "".join("." + f for f in fractions)
 
 
 # --- dates, times and other number patterns ---------------------------------------------------
@@ -128,14 +111,12 @@ _FRACTION = re.compile(r"(?<![\d/])(\d+)/(\d+)(?![\d/])")
 _TILDE = re.compile(r"\s*[~〜]+\s*")
 _HYPHEN_RANGE = re.compile(r"(?<=\d)[-‐](?=\d)")
 _PLUS = re.compile(r"(?<=[\dA-Za-z)])\s*\+\s*(?=[\dA-Za-z(])")
-_TIMES = re.compile(r"(?<=[\d)])\s*×\s*(?=[\d(])")
-_DIVIDED = re.compile(r"(?<=[\d)])\s*÷\s*(?=[\d(])")
 
 _CURRENCIES = {"¥": "円", "$": "ドル", "€": "ユーロ", "£": "ポンド", "₩": "ウォン"}
 _CURRENCY = re.compile(r"([¥$€£₩])\s*(" + _NUMERAL + r")([万億兆]*)")
 _PERCENT = re.compile(r"(" + _SIGNED_NUMERAL + r")\s*%")
 
-# "{}" is where the number goes: speed and Fahrenheit are said before it (時速六十キロメートル).
+# "{}" is where the number goes: speed and Fahrenheit are said before it (時速60キロメートル).
 _UNITS = {
     "km/h": "時速{}キロメートル",
     "m/s": "秒速{}メートル",
@@ -184,6 +165,8 @@ _UNITS = {
     "dB": "{}デシベル",
     "ha": "{}ヘクタール",
     "px": "{}ピクセル",
+    "min": "{}分",
+    "sec": "{}秒",
 }
 _UNIT = re.compile(
     r"("
@@ -193,7 +176,6 @@ _UNIT = re.compile(
     + r")(?![A-Za-z0-9])"
 )
 _NUMBER = re.compile(_SIGNED_NUMERAL)
-_NUMERO = re.compile(r"(?<![A-Za-z])No\.\s*(?=\d)")
 _ROMAN_NUMERALS = {chr(0x2160 + i): str(i + 1) for i in range(12)} | {chr(0x2170 + i): str(i + 1) for i in range(12)}
 
 
@@ -201,14 +183,14 @@ def _date(match: re.Match) -> str:
     year, _, month, day = match.groups()
     if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31):
         return match.group()
-    return f"{int_to_kanji(int(year))}年{int_to_kanji(int(month))}月{int_to_kanji(int(day))}日"
+    return f"{int(year)}年{int(month)}月{int(day)}日"
 
 
 def _weekday_date(match: re.Match) -> str:
     month, day, weekday = match.groups()
     if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31):
         return match.group()
-    return f"{int_to_kanji(int(month))}月{int_to_kanji(int(day))}日{weekday}曜日"
+    return f"{int(month)}月{int(day)}日{weekday}曜日"
 
 
 def _code_number(match: re.Match) -> str:
@@ -219,11 +201,11 @@ def _time(match: re.Match) -> str:
     hours, minutes, seconds = match.groups()
     if int(hours) > 30 or int(minutes) > 59 or (seconds and int(seconds) > 59):
         return match.group()
-    text = f"{int_to_kanji(int(hours))}時"
+    text = f"{int(hours)}時"
     if int(minutes) or seconds:
-        text += f"{int_to_kanji(int(minutes))}分"
+        text += f"{int(minutes)}分"
     if seconds:
-        text += f"{int_to_kanji(int(seconds))}秒"
+        text += f"{int(seconds)}秒"
     return text
 
 
@@ -239,156 +221,161 @@ def _tilde(match: re.Match) -> str:
     return ""
 
 
-_NUMBER_RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
-    (_DATE, _date),
-    (_WEEKDAY_DATE, _weekday_date),
-    (_CODE_NUMBER, _code_number),
-    (_TIME, _time),
-    (_RATIO, lambda m: f"{number_to_kanji(m[1])}対{number_to_kanji(m[2])}"),
-    (_FRACTION, lambda m: f"{number_to_kanji(m[2])}分の{number_to_kanji(m[1])}"),
-    (_TILDE, _tilde),
-    (_HYPHEN_RANGE, "から"),
-    (_PLUS, "プラス"),
-    (_TIMES, "かける"),
-    (_DIVIDED, "わる"),
-    (_CURRENCY, lambda m: number_to_kanji(m[2]) + m[3] + _CURRENCIES[m[1]]),
-    (_PERCENT, lambda m: number_to_kanji(m[1]) + "パーセント"),
-    (_UNIT, lambda m: _UNITS[m[2]].format(number_to_kanji(m[1]))),
-    (_NUMERO, "ナンバー"),
-    (_NUMBER, lambda m: number_to_kanji(m.group())),
-]
+# --- calculations ----------------------------------------------------------------------------
 
-
-# --- English -------------------------------------------------------------------------------
-
-_LETTER_NAMES = (
-    "エー ビー シー ディー イー エフ ジー エイチ アイ ジェー ケー エル エム "
-    "エヌ オー ピー キュー アール エス ティー ユー ブイ ダブリュー エックス ワイ ゼット"
+_OPERAND = r"(?:\d+(?:\.\d+)?[A-Za-z]?|[A-Za-zπ]|√\s*\d+)(?![A-Za-z])"
+_OPERATOR = r"[-−+×÷*/=]"
+_CALCULATION = re.compile(
+    rf"(?<![\w.,^@/])\(?\s*{_OPERAND}(?:\^\d)?\)?(?:\s*{_OPERATOR}\s*\(?\s*{_OPERAND}(?:\^\d)?\)?)+(?![\w.,/@])",
+    re.A,
 )
-LETTER_NAMES = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", _LETTER_NAMES.split(), strict=True))
+_CALCULATION_WORDS = re.compile(r"計算|答え|解い|解き|求め|いくつ|何になる|式|引き算|足し算|掛け算|割り算")
+_POWER = re.compile(r"(?<=[A-Za-z0-9)])\^(\d)")
+_SAID_OPERATORS = {"+": "たす", "-": "ひく", "−": "ひく", "×": "かける", "*": "かける", "÷": "わる", "/": "わる", "=": "は"}
 
-# Common words in Japanese chat, as Japanese say them; matched case-insensitively.
-ENGLISH_WORDS = {
-    "ai": "エーアイ",
-    "amazon": "アマゾン",
-    "android": "アンドロイド",
-    "app": "アプリ",
-    "apple": "アップル",
-    "ascii": "アスキー",
-    "blog": "ブログ",
-    "bluetooth": "ブルートゥース",
-    "bug": "バグ",
-    "c#": "シーシャープ",
-    "c++": "シープラスプラス",
-    "chatgpt": "チャットジーピーティー",
-    "chrome": "クローム",
-    "click": "クリック",
-    "cloud": "クラウド",
-    "code": "コード",
-    "computer": "コンピューター",
-    "covid": "コビッド",
-    "data": "データ",
-    "deep learning": "ディープラーニング",
-    "docker": "ドッカー",
-    "download": "ダウンロード",
-    "e-mail": "イーメール",
-    "email": "イーメール",
-    "error": "エラー",
-    "excel": "エクセル",
-    "facebook": "フェイスブック",
-    "file": "ファイル",
-    "game": "ゲーム",
-    "git": "ギット",
-    "github": "ギットハブ",
-    "google": "グーグル",
-    "hello": "ハロー",
-    "instagram": "インスタグラム",
-    "ios": "アイオーエス",
-    "iot": "アイオーティー",
-    "iphone": "アイフォーン",
-    "java": "ジャバ",
-    "javascript": "ジャバスクリプト",
-    "jpeg": "ジェイペグ",
+
+def _is_calculation(match: re.Match) -> bool:
+    """An arithmetic expression, not a range (3-5), date or code: it has `=`, `×`, `÷`, `*`, a power,
+    more than one operator, is asked about (100-35は？), or the turn talks about calculating."""
+    expression = match.group()
+    operators = re.findall(_OPERATOR, expression)
+    if "=" in operators or set(operators) & set("×÷*") or "^" in expression or "√" in expression:
+        return True
+    if not re.search(r"\d", expression):
+        return False
+    asked = re.match(r"\s*(?:は|って|の答え)", match.string[match.end() :])
+    return len(operators) > 1 or bool(asked) or bool(_CALCULATION_WORDS.search(match.string))
+
+
+def _say_calculation(match: re.Match) -> str:
+    expression = match.group()
+    if not _is_calculation(match):
+        return expression
+    said = re.sub(r"\^(\d)", r"の\1乗", expression)
+    said = said.replace("√", "ルート").replace("π", "パイ")
+    said = re.sub(r"[()\s]", "", said)
+    said = re.sub(_OPERATOR, lambda m: _SAID_OPERATORS[m.group()], said)
+    return re.sub(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", lambda m: spell_letters(m.group()), said)
+
+
+# --- addresses, files and names with digits -------------------------------------------------------
+
+_TLD_WORDS = {"com": "コム", "net": "ネット", "org": "オーグ", "info": "インフォ", "biz": "ビズ"}
+_EXTENSIONS = {
+    "py": "パイ",
+    "js": "ジェーエス",
+    "ts": "ティーエス",
     "json": "ジェイソン",
-    "line": "ライン",
-    "link": "リンク",
-    "linux": "リナックス",
-    "login": "ログイン",
-    "mac": "マック",
-    "machine learning": "マシンラーニング",
-    "macos": "マックオーエス",
-    "mail": "メール",
-    "microsoft": "マイクロソフト",
-    "model": "モデル",
-    "nasa": "ナサ",
-    "numpy": "ナムパイ",
-    "ok": "オーケー",
-    "okay": "オーケー",
-    "online": "オンライン",
-    "openai": "オープンエーアイ",
-    "pandas": "パンダス",
-    "password": "パスワード",
-    "program": "プログラム",
-    "programming": "プログラミング",
-    "prompt": "プロンプト",
-    "python": "パイソン",
-    "ruby": "ルビー",
-    "rust": "ラスト",
-    "server": "サーバー",
-    "slack": "スラック",
-    "smartphone": "スマートフォン",
-    "software": "ソフトウェア",
-    "test": "テスト",
-    "thank you": "サンキュー",
-    "token": "トークン",
-    "twitter": "ツイッター",
-    "typescript": "タイプスクリプト",
-    "unix": "ユニックス",
-    "update": "アップデート",
-    "upload": "アップロード",
-    "user": "ユーザー",
-    "version": "バージョン",
-    "web": "ウェブ",
-    "wi-fi": "ワイファイ",
-    "wifi": "ワイファイ",
-    "windows": "ウィンドウズ",
-    "word": "ワード",
-    "youtube": "ユーチューブ",
-    "zoom": "ズーム",
+    "yaml": "ヤムル",
+    "yml": "ヤムル",
+    "md": "エムディー",
+    "txt": "テキスト",
+    "jpg": "ジェイペグ",
+    "jpeg": "ジェイペグ",
+    "png": "ピング",
+    "gif": "ジフ",
+    "zip": "ジップ",
+    "exe": "エグゼ",
+    "docx": "ドックス",
+    "xlsx": "エクセル",
+    "pptx": "パワーポイント",
+    "sh": "エスエイチ",
+    "ipynb": "アイパイエヌビー",
+    "java": "ジャバ",
+    "go": "ゴー",
+    "rs": "アールエス",
+    "rb": "アールビー",
+    "log": "ログ",
 }
-_ENGLISH_WORD = re.compile(
-    r"(?<![A-Za-z])(?:"
-    + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(ENGLISH_WORDS, key=len, reverse=True))
-    + r")(?![A-Za-z+#])",
-    re.I | re.A,  # ASCII-only case folding: İ or ſ are not English letters here
+_FILE_EXTENSION = (
+    r"pdf|csv|tsv|py|js|ts|tsx|jsx|json|ya?ml|md|txt|html?|css|png|jpe?g|gif|svg|docx?|xlsx?|pptx?"
+    r"|zip|exe|sh|ipynb|mp3|mp4|wav|log|xml|sql|java|cpp|rs|rb|php|go|toml|ini|cfg|c|h"
 )
-_ACRONYM = re.compile(r"(?<![A-Za-z'])([A-Z]{2,})s?(?![A-Za-z'])")
-_SINGLE_LETTER = re.compile(r"(?<![A-Za-z'])[A-Za-z](?![A-Za-z'])")
+_EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z0-9._%+-]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?![\w-])", re.A)
+_URL = re.compile(r"(?:https?://|www\.)([A-Za-z0-9.-]+)[!-~]*")  # ASCII only: Japanese often follows unspaced
+_DOMAIN = re.compile(
+    r"(?<![\w.@/-])((?:[A-Za-z0-9-]+\.)+(?:com|net|org|info|io|ai|dev|app|co|jp|us|uk|de|fr|cn|kr|tv|me))(?![\w.-])",
+    re.A,
+)
+_FILE_NAME = re.compile(rf"(?<![\w.])([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\.({_FILE_EXTENSION})(?![\w.])", re.I | re.A)
+_HASHTAG = re.compile(r"(?<![\w&])[#＃](?=[^\s#＃\d])")
+_MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9_])", re.A)
+_IDENTIFIER = re.compile(
+    r"(?<![\w.])(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\(\))?|[A-Za-z0-9]+_\w+)(?!\w)", re.A
+)
+_NAME_WITH_DIGITS = re.compile(
+    r"(?<![A-Za-z0-9.])(?:(?P<size>[AB]\d{1,2}|\d{1,2}K)|(?P<glued>(?:[A-Za-z]+\d+[A-Za-z]*|\d+[A-Za-z]+)(?:\d+[A-Za-z]*)*)"
+    r"|(?P<name>[A-Za-z][A-Za-z]*)[ -](?P<number>\d{1,2})|(?P<numero>No)\.\s*(?P<rank>\d{1,2}))(?![A-Za-z0-9]|\.\d)"
+)
+
+
+def _say_words(text: str) -> str:
+    """Latin words, digits and separators of an address or name, each said."""
+    parts = re.findall(r"[A-Za-z]+|\d+|\S", text)
+    return "".join(word_to_katakana(p) if p.isascii() and p.isalpha() else p.replace("-", "ハイフン") for p in parts)
+
+
+def _say_domain(domain: str) -> str:
+    labels = domain.lower().removeprefix("www.").split(".")
+    said = []
+    for index, label in enumerate(labels):
+        last = index == len(labels) - 1
+        if last and label in _TLD_WORDS:
+            said.append(_TLD_WORDS[label])
+        elif len(label) <= 3 and index > 0:  # co.jp, ac.uk, io: spelled
+            said.append(spell_letters(label))
+        else:
+            said.append(_say_words(label))
+    return "ドット".join(said)
+
+
+def _say_file(match: re.Match) -> str:
+    name, extension = match.groups()
+    extension = extension.lower()
+    said = _EXTENSIONS.get(extension) or spell_letters(extension)
+    return _say_words(name.replace("_", " ").replace(".", "ドット")) + "ドット" + said
+
+
+def _say_identifier(match: re.Match) -> str:
+    """`df.groupby()`, `read_csv`: the parts of a name said one after another."""
+    name = match.group().removesuffix("()")
+    return _say_words(name.replace(".", "ドット").replace("_", " "))
+
+
+def _say_name_with_digits(match: re.Match) -> str:
+    if match["size"]:  # A4, B5, 4K: digits the Japanese way, letters by name
+        return re.sub(r"[A-Z]", lambda m: spell_letters(m.group()), match["size"])
+    if match["numero"]:
+        return "ナンバー" + english_number(int(match["rank"]))
+    if match["name"]:
+        return word_to_katakana(match["name"]) + english_number(int(match["number"]))
+    glued = match["glued"]  # 5G, F1, MP3, PS5: letters by name (or as a word), digits the English way
+    return "".join(
+        (english_number(int(part)) if int(part) < 100 else part) if part.isdigit() else word_to_katakana(part)
+        for part in re.findall(r"\d+|[A-Za-z]+", glued)
+    )
+
+
+def _url(match: re.Match) -> str:
+    return _say_domain(match[1].rstrip("."))
+
+
+# --- English words -------------------------------------------------------------------------------
+
+_LATIN_WORD = re.compile(r"(?<![A-Za-z'])[A-Za-z]+(?:'[A-Za-z]+)?(?![A-Za-z'])")
 _LAUGHTER = re.compile(r"(?<![A-Za-z])(?:(?<=[^\x00-\x7f])w+|w{2,})(?![A-Za-z])")  # ですwww: not said
-
-
-def spell_letters(letters: str) -> str:
-    """Latin letters by their Japanese names: GPU → ジーピーユー; other characters are kept."""
-    return "".join(LETTER_NAMES.get(c.upper(), c) for c in letters)
-
-
-def _english_word(match: re.Match) -> str:
-    return ENGLISH_WORDS[re.sub(r"\s+", " ", match.group().lower())]
-
-
-_ENGLISH_RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
-    (_LAUGHTER, ""),
-    (_ENGLISH_WORD, _english_word),
-    (_ACRONYM, lambda m: spell_letters(m[1])),
-    (_SINGLE_LETTER, lambda m: spell_letters(m.group())),
-]
+_SPECIAL_WORDS = re.compile(r"(?<![A-Za-z])(?:C\+\+|C#|Wi-Fi|e-mail)(?![A-Za-z+#])", re.I)
+_ENGLISH_RUN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?(?:[ ,]+[A-Za-z]+(?:'[A-Za-z]+)?)+")
 
 
 # --- symbols and punctuation ---------------------------------------------------------------
 
-_SYMBOL_REPLACEMENTS = {"&": "アンド", "@": "アット", "=": "イコール", "%": "パーセント", "/": "、", "_": " "}
+_STAR_RATING = re.compile(r"[★☆]\s*(?=\d)")
+_SYMBOL_REPLACEMENTS = {
+    "&": "アンド", "@": "アット", "=": "イコール", "%": "パーセント", "/": "、", "_": " ", "√": "ルート", "π": "パイ"
+}
 _UNSAID_CATEGORIES = {"So", "Sk", "Sm", "Sc", "Co", "Cs", "Cf"}
-_UNSAID_CHARACTERS = set("#*\\|<>^`※•†‡§¶") | {chr(c) for c in range(0xFE00, 0xFE10)} | {"\u20e3"}
+_SILENT_CHARACTERS = set("#*\\|<>^`") | {chr(c) for c in range(0xFE00, 0xFE10)} | {"\u20e3", "\u200d"}
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|「\s*」|『\s*』|【\s*】")
 _PAUSE_PUNCTUATION = {"!": "！", "?": "？", ",": "、", ":": "、", ";": "、"}
 _FULL_STOP = re.compile(r"\.(?![0-9A-Za-z])|(?<![0-9A-Za-z])\.")
@@ -396,15 +383,18 @@ _ELLIPSIS = re.compile(r"\.{2,}|・{2,}")
 _PAUSE_RUN = re.compile(rf"[{_PAUSES}](?:\s*[{_PAUSES}])+")
 _SPACE = re.compile(r"[ \t\u3000]+")
 _SPACE_AROUND_PAUSE = re.compile(rf"\s*([{_PAUSES}…])\s*")
-_SPACE_IN_JAPANESE = re.compile(r"(?<=[^\x00-\x7f]) (?=[^\x00-\x7f])")
+_SPACE_IN_JAPANESE = re.compile(r"(?<=[^\x00-\x7f])[ \t]+(?=[^\x00-\x7f])")
+_SPACE_BESIDE_JAPANESE = re.compile(r"(?<=[^\x00-\x7f]) +| +(?=[^\x00-\x7f])")
 
 
 def _say_symbol(char: str) -> str:
-    """What a symbol becomes in speech: a word, a pause, a word break, or nothing."""
+    """What a symbol becomes in speech: a word, a pause (emoji, arrows, ※), a word break, or nothing."""
     if char in _SYMBOL_REPLACEMENTS:
         return _SYMBOL_REPLACEMENTS[char]
-    if char in _UNSAID_CHARACTERS or unicodedata.category(char) in _UNSAID_CATEGORIES:
+    if char in _SILENT_CHARACTERS:
         return ""
+    if unicodedata.category(char) in _UNSAID_CATEGORIES or char in "※•†‡§¶":
+        return "、"
     if unicodedata.category(char) == "Pd" and char != "〜":
         return " "
     return char
@@ -423,8 +413,40 @@ def _tidy_punctuation(text: str) -> str:
     text = _EMPTY_BRACKETS.sub("", text)
     text = _SPACE.sub(" ", text)
     text = _SPACE_AROUND_PAUSE.sub(r"\1", text)
-    text = _SPACE_IN_JAPANESE.sub("", text)
+    text = _SPACE_BESIDE_JAPANESE.sub("", text)
     return collapse_pauses(text).strip()
+
+
+# --- kanji read by their context --------------------------------------------------------------
+
+_FOOD = (
+    r"カレー|ラーメン|料理|味|食べ|食う|飲|スパイス|唐辛子|とうがらし|キムチ|麻婆|担々|わさび|山椒|ソース|スープ|鍋"
+    r"|激辛|甘|しょっぱ|酸っぱ|舌|ピリ|タバスコ|胡椒|コショウ|ハバネロ|チリ|タイ料理|韓国料理|四川|メニュー|お店"
+)
+_MARKET_GOODS = r"魚|野菜|果物|朝市|築地|豊洲|買い物|新鮮|鮮魚|青果|フリー|のみの|蚤の"
+_RAW_FOOD = r"冷蔵|刺身|傷み|痛み|腐|食べ|賞味|消費期限|お寿司|寿司|生もの"
+# (kanji, context in the same sentence or None for always, what is written instead). Elsewhere OpenJTalk's
+# default reading stands (辛い ツライ, 市場 シジョー, 生物 セーブツ, 人気 ニンキ).
+_CONTEXT_READINGS = [
+    (r"辛(?=[いくさかけそ])", _FOOD, "から"),
+    (r"(?<!株式)(?<!金融)(?<!労働)(?<!国内)(?<!海外)市場(?!規模|価格|調査|経済|シェア|原理|参入|全体)", _MARKET_GOODS, "いちば"),
+    (r"生物(?!学)", _RAW_FOOD, "なまもの"),
+    (r"何(?=曜日|時間|年生|ヶ月|か月|カ月|日間|週間|分間|秒間|番線|番目|割|倍|回目|歳|才|度目|人前)", None, "なん"),
+    (r"人気(?=の(?:ない|無い|少ない|多い)|が(?:ない|無い|少な|なく|多))", None, "ひとけ"),
+]
+_SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]*")
+
+
+def _read_in_context(sentence: str) -> str:
+    for kanji, context, kana in _CONTEXT_READINGS:
+        if context is None or re.search(context, sentence):
+            sentence = re.sub(kanji, kana, sentence)
+    return sentence
+
+
+def read_in_context(text: str) -> str:
+    """Kanji whose reading OpenJTalk gets wrong in a context found in the same sentence, written in kana there."""
+    return _SENTENCE.sub(lambda m: _read_in_context(m.group()), text)
 
 
 # --- speakable text ------------------------------------------------------------------------
@@ -441,11 +463,14 @@ def _is_kanji(char: str) -> bool:
     return char in ("々", "〆") or any(low <= char <= high for low, high in _KANJI_RANGES)
 
 
+def _code_block(match: re.Match) -> str:
+    return "\n" + CODE_OMITTED + "\n"
+
+
 def _strip_markdown(text: str) -> str:
-    text = _CODE_BLOCK.sub("\n", text)
+    text = _CODE_BLOCK.sub(_code_block, text)
     text = _MD_LINK.sub(r"\1", text)
-    text = _URL.sub("", text)
-    text = _INLINE_CODE.sub(r"\1", text)
+    text = _INLINE_CODE.sub(r" \1 ", text)
     text = _TABLE_RULE.sub("", text)
     text = _HEADING.sub("", text)
     text = _BULLET.sub("", text)
@@ -465,17 +490,55 @@ def _lines_to_sentences(text: str) -> str:
     return "".join(line if _ends_sentence(line) else line + "。" for line in lines)
 
 
+_RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
+    # addresses and names first: their dots, digits and hyphens are not numbers or sentence ends
+    (_EMAIL, lambda m: _say_words(m[1].replace(".", "ドット")) + "アットマーク" + _say_domain(m[2])),
+    (_URL, _url),
+    (_FILE_NAME, _say_file),
+    (_DOMAIN, lambda m: _say_domain(m[1])),
+    (_HASHTAG, "ハッシュタグ"),
+    (_MENTION, "アット"),
+    (_SPECIAL_WORDS, lambda m: word_to_katakana(m.group())),
+    (_IDENTIFIER, _say_identifier),
+    (_DATE, _date),
+    (_WEEKDAY_DATE, _weekday_date),
+    (_CODE_NUMBER, _code_number),
+    (_TIME, _time),
+    (_CALCULATION, _say_calculation),
+    (_POWER, r"の\1乗"),
+    (_RATIO, lambda m: f"{say_number(m[1])}対{say_number(m[2])}"),
+    (_FRACTION, lambda m: f"{say_number(m[2])}分の{say_number(m[1])}"),
+    (_TILDE, _tilde),
+    (_HYPHEN_RANGE, "から"),
+    (_PLUS, "プラス"),
+    (_CURRENCY, lambda m: say_number(m[2]) + m[3] + _CURRENCIES[m[1]]),
+    (_PERCENT, lambda m: say_number(m[1]) + "パーセント"),
+    (_UNIT, lambda m: _UNITS[m[2]].format(say_number(m[1]))),
+    (_NAME_WITH_DIGITS, _say_name_with_digits),
+    (_STAR_RATING, "星"),
+    (_NUMBER, lambda m: say_number(m.group())),
+    # English
+    (_LAUGHTER, ""),
+    (_ENGLISH_RUN, lambda m: english_phrase(m.group())),
+    (_LATIN_WORD, lambda m: word_to_katakana(m.group())),
+]
+
+
 def _verbalize(text: str) -> str:
-    for pattern, replacement in _NUMBER_RULES + _ENGLISH_RULES:
+    for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return "".join(_say_symbol(c) for c in text)
 
 
+_SUPERSCRIPTS = {"²": "^2", "³": "^3"}
+
+
 def make_speakable(text: str) -> str:
     """The words a person would say reading `text` aloud (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", "".join(_ROMAN_NUMERALS.get(c, c) for c in text))
+    text = "".join(_ROMAN_NUMERALS.get(c) or _SUPERSCRIPTS.get(c) or c for c in text)
+    text = _SPACE_IN_JAPANESE.sub("、", unicodedata.normalize("NFKC", text))  # a space between Japanese phrases
     text = _lines_to_sentences(_strip_markdown(text))
-    return _tidy_punctuation(_verbalize(text))
+    return read_in_context(_tidy_punctuation(_verbalize(text)))
 
 
 def split_for_tts(text: str, max_chars: int) -> list[str]:
@@ -502,29 +565,49 @@ def _non_space_length(text: str) -> int:
     return sum(not c.isspace() for c in text)
 
 
-_NAME = re.compile(r"[\w.-]+")  # `groupby`: a name said in a sentence, not code
+_NAME = re.compile(r"[\w.-]+(?:\(\))?")  # `groupby`, `df.head()`: a name said in a sentence, not code
+_CODE_LINE = re.compile(
+    r"^\s*(?:(?:def|class|return|import|from|for|while|if|elif|else|try|except|with|print|const|let|var|"
+    r"function|public|private|static|#include|using|package|func|fn|SELECT|INSERT|UPDATE|CREATE)\b.*"
+    r"|.*[;{}]\s*$|[\w.\[\]]+\s*[-+*/]?=\s*\S.*|[\w.]+\(.*\)\s*:?\s*$|\s*[)}\]]+;?\s*$)"
+)
+
+
+def _looks_like_code(line: str) -> bool:
+    """A line of code without fences: a keyword start, a statement end, an assignment or a call, in ASCII."""
+    stripped = line.strip()
+    if not stripped or any(ord(c) > 0x7F for c in stripped):
+        return False
+    return bool(_CODE_LINE.match(stripped))
 
 
 def _code_share(text: str) -> float:
-    """Share of the non-space characters in code blocks or inline code (fences included).
+    """Share of the non-space characters in code blocks, inline code (fences included) or code lines.
 
     Inline code that is a single name is not counted: people say `groupby` or `main.py`.
     """
     total = _non_space_length(text)
     blocks = [m.group() for m in _CODE_BLOCK.finditer(text)]
-    inline = [m.group() for m in _INLINE_CODE.finditer(_CODE_BLOCK.sub(" ", text)) if not _NAME.fullmatch(m[1])]
-    return sum(map(_non_space_length, blocks + inline)) / total if total else 0.0
+    prose = _CODE_BLOCK.sub(" ", text)
+    inline = [m.group() for m in _INLINE_CODE.finditer(prose) if not _NAME.fullmatch(m[1])]
+    lines = [line for line in _INLINE_CODE.sub(" ", prose).splitlines() if _looks_like_code(line)]
+    return sum(map(_non_space_length, blocks + inline + lines)) / total if total else 0.0
 
 
-def _non_japanese_reason(spoken_text: str) -> str | None:
-    """Judged on the spoken text: acronyms, units and known words are katakana by then, English prose is not."""
-    letters = [c for c in spoken_text if c.isalpha()]
-    kana = sum(map(_is_kana, letters))
-    japanese = kana + sum(map(_is_kanji, letters))
-    if letters and japanese / len(letters) < MIN_JAPANESE_SHARE:
-        return f"mostly non-Japanese ({japanese / len(letters):.0%} of letters are kana or kanji)"
-    if len(letters) >= KANA_FREE_LETTERS and not kana:
-        return f"mostly non-Japanese (no kana in {len(letters)} letters)"
+_PROSE_WORD = re.compile(r"[A-Za-z]*[a-z][A-Za-z]*")  # acronyms (GPU, OK) are said within Japanese, not prose
+
+
+def _non_japanese_reason(text: str) -> str | None:
+    """Judged on the text as written: English words count a third of a kana or kanji each letter."""
+    latin = sum(map(len, _PROSE_WORD.findall(text)))
+    non_latin = [c for c in text if c.isalpha() and not c.isascii()]
+    kana = sum(map(_is_kana, non_latin))
+    japanese = kana + sum(map(_is_kanji, non_latin))
+    letters = japanese + latin * LATIN_LETTER_WEIGHT
+    if letters and japanese / letters < MIN_JAPANESE_SHARE:
+        return f"mostly non-Japanese ({japanese / letters:.0%} of letters are kana or kanji)"
+    if len(non_latin) >= KANA_FREE_LETTERS and not kana:
+        return f"mostly non-Japanese (no kana in {len(non_latin)} letters)"
     return None
 
 
@@ -537,9 +620,9 @@ def unspeakable_reason(text: str, spoken_text: str, max_turn_chars: int) -> str 
     code_share = _code_share(text)
     if code_share > MOSTLY_CODE_SHARE:
         return f"mostly code ({code_share:.0%} of characters)"
-    if not spoken_text.strip(_SENTENCE_END + _CLAUSE_END + "… "):
+    if not spoken_text.replace(CODE_OMITTED, "").strip(_SENTENCE_END + _CLAUSE_END + "… "):
         return "empty text after making it speakable"
-    non_japanese = _non_japanese_reason(spoken_text)
+    non_japanese = _non_japanese_reason(_strip_markdown(text))
     if non_japanese:
         return non_japanese
     if len(spoken_text) > max_turn_chars:

@@ -54,7 +54,7 @@ def test_estimate_is_close_to_openjtalk_audio():
 def test_describe_text():
     assert describe_text("AIは50%正しい?") == {
         "text": "AIは50%正しい?",
-        "spoken_text": "エーアイは五十パーセント正しい？",
+        "spoken_text": "エーアイは50パーセント正しい？",
         "reading": "エーアイワゴジュッパーセントタダシイ？",
         "estimated_seconds": round(17 / 7.5 + 0.3, 2),
         "reject_reason": None,
