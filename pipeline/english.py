@@ -31,9 +31,8 @@ _ONES = "ゼロ ワン ツー スリー フォー ファイブ シックス セ�
 _TEENS = "テン イレブン トゥエルブ サーティーン フォーティーン フィフティーン シックスティーン セブンティーン エイティーン ナインティーン".split()
 _TENS = "_ _ トゥエンティー サーティー フォーティー フィフティー シックスティー セブンティー エイティー ナインティー".split()
 
-# Words every route gets wrong, or that Japanese say in a form of their own; matched case-insensitively.
-ENGLISH_WORDS = {
-    # function words and contractions, as they sound inside an English sentence
+# Function words and contractions as they sound in an English sentence; not for capitals (WHO, IT, US are acronyms).
+FUNCTION_WORDS = {
     "a": "ア",
     "an": "アン",
     "the": "ザ",
@@ -84,7 +83,6 @@ ENGLISH_WORDS = {
     "them": "ゼム",
     "we": "ウィー",
     "you": "ユー",
-    "you're": "ユーアー",
     "your": "ユア",
     "he": "ヒー",
     "she": "シー",
@@ -92,14 +90,40 @@ ENGLISH_WORDS = {
     "my": "マイ",
     "let's": "レッツ",
     "what": "ワット",
+    "how": "ハウ",
+    "why": "ホワイ",
+    "when": "ウェン",
+    "where": "ウェア",
+    "who": "フー",
+    "which": "ウィッチ",
+    "could": "クッド",
+    "would": "ウッド",
+    "should": "シュッド",
+    "will": "ウィル",
+    "can": "キャン",
+    "may": "メイ",
+    "must": "マスト",
+    "if": "イフ",
+    "so": "ソー",
+    "as": "アズ",
+    "our": "アワー",
+    "us": "アス",
+    "his": "ヒズ",
+    "her": "ハー",
+    "him": "ヒム",
+    "its": "イッツ",
+    "than": "ザン",
+    "then": "ゼン",
+    "here": "ヒア",
     "what's": "ワッツ",
     "today": "トゥデイ",
     "tomorrow": "トゥモロー",
     "beautiful": "ビューティフル",
     "very": "ベリー",
-    # words Japanese say in a short or fixed form
-    "app": "アプリ",
-    "apps": "アプリ",
+}
+
+# Words the converters get wrong, or that Japanese say in a form of their own; matched case-insensitively.
+ENGLISH_WORDS = {
     "ok": "オーケー",
     "okay": "オーケー",
     "e-mail": "イーメール",
@@ -130,6 +154,22 @@ ENGLISH_WORDS = {
     "adobe": "アドビ",
     "coffee": "コーヒー",
     "example": "イグザンプル",
+    "image": "イメージ",
+    "readme": "リードミー",
+    "noreply": "ノーリプライ",
+    "canva": "キャンバ",
+    "tiktok": "ティックトック",
+    "ielts": "アイエルツ",
+    "b2b": "ビートゥービー",
+    "b2c": "ビートゥーシー",
+    "7-eleven": "セブンイレブン",
+    "mcdonald's": "マクドナルド",
+    "mcdonalds": "マクドナルド",
+    "thank you": "サンキュー",
+    "minutes": "ミニッツ",
+    "see": "シー",
+    "week": "ウィーク",
+    "you're": "ユア",
     "christmas": "クリスマス",
     "restaurant": "レストラン",
     "ticket": "チケット",
@@ -190,7 +230,7 @@ def _converted(word: str) -> str:
     import kanalizer
 
     try:
-        return kanalizer.convert(word.lower(), on_invalid_input="error", on_incomplete="warning")
+        return kanalizer.convert(word.lower(), on_invalid_input="error", on_incomplete="ignore")
     except Exception:  # a letter the model does not take: spell the word
         return spell_letters(word)
 
@@ -200,8 +240,9 @@ def word_to_katakana(word: str) -> str:
     """One Latin-letter word (letters and apostrophes, maybe a trailing plural `s` after capitals)."""
     if re.fullmatch(r"[A-Z]{2,}s", word):  # SDGs, PCs: the plural is said
         return word_to_katakana(word[:-1]) + "ズ"
-    curated = ENGLISH_WORDS.get(word.lower()) if len(word) > 1 else None
-    if curated:
+    lower = word.lower()
+    curated = ENGLISH_WORDS.get(lower) or (None if word.isupper() else FUNCTION_WORDS.get(lower))
+    if curated and len(word) > 1:
         return curated
     if len(word) == 1 or not re.search(r"[aeiouyAEIOUY]", word):  # x, csv, df: letters by name
         return spell_letters(word)
@@ -219,6 +260,15 @@ def word_to_katakana(word: str) -> str:
 
 def english_phrase(phrase: str) -> str:
     """Words of an English phrase one after another in katakana, a comma a pause; `a` and `I` are words here
-    (ア, アイ), not letters."""
+    (ア, アイ), not letters, and a set phrase (`thank you`) is said as one."""
     words = re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?|,", phrase)
-    return "".join("、" if w == "," else ENGLISH_WORDS.get(w.lower()) or word_to_katakana(w) for w in words)
+    said = []
+    for index, word in enumerate(words):
+        pair = f"{words[index - 1]} {word}".lower() if index else ""
+        if pair in ENGLISH_WORDS:
+            said[-1] = ENGLISH_WORDS[pair]
+        elif word == ",":
+            said.append("、")
+        else:
+            said.append(FUNCTION_WORDS.get(word.lower()) if word in ("a", "I") else word_to_katakana(word))
+    return "".join(said)

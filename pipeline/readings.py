@@ -43,6 +43,48 @@ def kana_reading(spoken_text: str) -> str:
     return collapse_pauses("".join(_katakana(s) + m for s, m in zip(stretches, marks, strict=True)))
 
 
+_SPELLINGS = {"ヲ": "オ", "ヂ": "ジ", "ヅ": "ズ", "ヴァ": "バ", "ヴィ": "ビ", "ヴェ": "ベ", "ヴォ": "ボ", "ヴ": "ブ"}
+_VOWEL_OF = {
+    **dict.fromkeys("アカサタナハマヤラワガザダバパャァ", "ア"),
+    **dict.fromkeys("イキシチニヒミリギジヂビピィ", "イ"),
+    **dict.fromkeys("ウクスツヌフムユルグズヅブプュゥ", "ウ"),
+    **dict.fromkeys("エケセテネヘメレゲゼデベペェ", "エ"),
+    **dict.fromkeys("オコソトノホモヨロヲゴゾドボポョォ", "オ"),
+}
+_LONG_VOWEL_SPELLINGS = {"ア": "ア", "イ": "イ", "ウ": "ウ", "エ": "エイ", "オ": "オウ"}  # トウキョウ is トーキョー
+
+
+def comparable_reading(reading: str) -> str:
+    """A reading reduced to what is heard, so spelling variants are no error: katakana only, ヲ オ, ヅ ズ,
+    ヴァ バ, and a vowel held long written ー whether it was spelled トウキョウ, セイセキ or トーキョー."""
+    text = _NOT_KATAKANA.sub("", unicodedata.normalize("NFKC", reading))
+    for spelled, heard in _SPELLINGS.items():
+        text = text.replace(spelled, heard)
+    out: list[str] = []
+    for char in text:
+        vowel = _VOWEL_OF.get(out[-1]) if out else None
+        out.append("ー" if vowel and char in _LONG_VOWEL_SPELLINGS[vowel] else char)
+    return "".join(out)
+
+
+def reading_errors(heard: str, expected: str | list[str]) -> tuple[int, int]:
+    """Character edits between two readings (after `comparable_reading`), and the expected length.
+
+    `expected` may list the readings that are all right (8分: ハップン or ハチフン): the closest counts.
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    heard = comparable_reading(heard)
+    options = [comparable_reading(e) for e in ([expected] if isinstance(expected, str) else expected)]
+    return min((Levenshtein.distance(heard, option), len(option)) for option in options)
+
+
+def character_error_rate(pairs: list[tuple[str, str | list[str]]]) -> float:
+    """Edits over expected characters, summed over (heard, expected) pairs: the CER of a set of readings."""
+    errors = [reading_errors(heard, expected) for heard, expected in pairs]
+    return sum(e for e, _ in errors) / max(1, sum(n for _, n in errors))
+
+
 def count_morae(reading: str) -> int:
     """Katakana morae: small ャュョァィゥェォ join the mora before them; ー, ッ and ン count."""
     return sum(1 for c in reading if "\u30a1" <= c <= "\u30fc" and c not in _SMALL_KANA and c != "・")

@@ -48,7 +48,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from .english import english_number, english_phrase, spell_letters, word_to_katakana
+from .english import ENGLISH_WORDS, english_number, english_phrase, spell_letters, word_to_katakana
 from .records import Dialogue, Rejected
 
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
@@ -111,6 +111,8 @@ _FRACTION = re.compile(r"(?<![\d/])(\d+)/(\d+)(?![\d/])")
 _TILDE = re.compile(r"\s*[~〜]+\s*")
 _HYPHEN_RANGE = re.compile(r"(?<=\d)[-‐](?=\d)")
 _PLUS = re.compile(r"(?<=[\dA-Za-z)])\s*\+\s*(?=[\dA-Za-z(])")
+_SIGNED_PLUS = re.compile(r"(?<![\dA-Za-z)])\+(?=\d)")  # +15%: the sign is said
+_PLUS_MINUS = re.compile(r"±\s*")
 
 _CURRENCIES = {"¥": "円", "$": "ドル", "€": "ユーロ", "£": "ポンド", "₩": "ウォン"}
 _CURRENCY = re.compile(r"([¥$€£₩])\s*(" + _NUMERAL + r")([万億兆]*)")
@@ -230,8 +232,10 @@ _CALCULATION = re.compile(
     re.A,
 )
 _CALCULATION_WORDS = re.compile(r"計算|答え|解い|解き|求め|いくつ|何になる|式|引き算|足し算|掛け算|割り算")
+_FACTORIAL = re.compile(r"(?<=\d)!(?=\s*(?:は|を|の|=|[-+×÷*/]))")  # 5!は: five factorial, not an exclamation
 _POWER = re.compile(r"(?<=[A-Za-z0-9)])\^(\d)")
 _SAID_OPERATORS = {"+": "たす", "-": "ひく", "−": "ひく", "×": "かける", "*": "かける", "÷": "わる", "/": "わる", "=": "は"}
+_ALGEBRA_OPERATORS = _SAID_OPERATORS | {"+": "プラス", "-": "マイナス", "−": "マイナス"}  # with variables: x²+2x+1
 
 
 def _is_calculation(match: re.Match) -> bool:
@@ -254,13 +258,19 @@ def _say_calculation(match: re.Match) -> str:
     said = re.sub(r"\^(\d)", r"の\1乗", expression)
     said = said.replace("√", "ルート").replace("π", "パイ")
     said = re.sub(r"[()\s]", "", said)
-    said = re.sub(_OPERATOR, lambda m: _SAID_OPERATORS[m.group()], said)
+    said = re.sub(r"(\d+)/(\d+)", r"\2分の\1", said) if re.search(r"[-−+×*=]", said) else said
+    left, equals, right = said.partition("=")
+    algebra = bool(re.search(r"[A-Za-z]", expression))
+    if algebra or not re.search(_OPERATOR, left):  # x=5 and 3x+2=11 are equations: イコール; 3+4=7 は
+        said = left + equals.replace("=", "イコール") + right
+    operators = _ALGEBRA_OPERATORS if algebra else _SAID_OPERATORS
+    said = re.sub(_OPERATOR, lambda m: operators[m.group()], said)
     return re.sub(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", lambda m: spell_letters(m.group()), said)
 
 
 # --- addresses, files and names with digits -------------------------------------------------------
 
-_TLD_WORDS = {"com": "コム", "net": "ネット", "org": "オーグ", "info": "インフォ", "biz": "ビズ"}
+_TLD_WORDS = {"com": "コム", "net": "ネット", "org": "オルグ", "info": "インフォ", "biz": "ビズ"}
 _EXTENSIONS = {
     "py": "パイ",
     "js": "ジェーエス",
@@ -292,27 +302,28 @@ _FILE_EXTENSION = (
     r"|zip|exe|sh|ipynb|mp3|mp4|wav|log|xml|sql|java|cpp|rs|rb|php|go|toml|ini|cfg|c|h"
 )
 _EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z0-9._%+-]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?![\w-])", re.A)
-_URL = re.compile(r"(?:https?://|www\.)([A-Za-z0-9.-]+)[!-~]*")  # ASCII only: Japanese often follows unspaced
+_URL = re.compile(r"(?:https?://|(?=www\.))([A-Za-z0-9.-]+)(/[!-~]*)?")  # ASCII only: Japanese often follows unspaced
 _DOMAIN = re.compile(
     r"(?<![\w.@/-])((?:[A-Za-z0-9-]+\.)+(?:com|net|org|info|io|ai|dev|app|co|jp|us|uk|de|fr|cn|kr|tv|me))(?![\w.-])",
     re.A,
 )
 _FILE_NAME = re.compile(rf"(?<![\w.])([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\.({_FILE_EXTENSION})(?![\w.])", re.I | re.A)
+_DOTFILE = re.compile(r"(?<![\w.])\.(?=[A-Za-z]\w*)", re.A)  # .env, .gitignore
 _HASHTAG = re.compile(r"(?<![\w&])[#＃](?=[^\s#＃\d])")
 _MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9_])", re.A)
 _IDENTIFIER = re.compile(
     r"(?<![\w.])(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\(\))?|[A-Za-z0-9]+_\w+)(?!\w)", re.A
 )
 _NAME_WITH_DIGITS = re.compile(
-    r"(?<![A-Za-z0-9.])(?:(?P<size>[AB]\d{1,2}|\d{1,2}K)|(?P<glued>(?:[A-Za-z]+\d+[A-Za-z]*|\d+[A-Za-z]+)(?:\d+[A-Za-z]*)*)"
-    r"|(?P<name>[A-Za-z][A-Za-z]*)[ -](?P<number>\d{1,2})|(?P<numero>No)\.\s*(?P<rank>\d{1,2}))(?![A-Za-z0-9]|\.\d)"
+    r"(?<![A-Za-z0-9.])(?:(?P<numero>No)\.?\s*(?P<rank>\d{1,2})|(?P<size>[AB]\d{1,2}|\d{1,2}K)|(?P<glued>(?:[A-Za-z]+\d+[A-Za-z]*|\d+[A-Za-z]+)(?:\d+[A-Za-z]*)*)"
+    r"|(?P<name>[A-Za-z][A-Za-z]*)[ -](?P<number>\d{1,2}))(?![A-Za-z0-9]|\.\d)"
 )
 
 
 def _say_words(text: str) -> str:
     """Latin words, digits and separators of an address or name, each said."""
-    parts = re.findall(r"[A-Za-z]+|\d+|\S", text)
-    return "".join(word_to_katakana(p) if p.isascii() and p.isalpha() else p.replace("-", "ハイフン") for p in parts)
+    parts = re.findall(r"[A-Za-z]+|\d+|[^\s-]", text)  # a hyphen inside a name is not said
+    return "".join(word_to_katakana(p) if p.isascii() and p.isalpha() else p for p in parts)
 
 
 def _say_domain(domain: str) -> str:
@@ -357,14 +368,22 @@ def _say_name_with_digits(match: re.Match) -> str:
 
 
 def _url(match: re.Match) -> str:
-    return _say_domain(match[1].rstrip("."))
+    """A URL as people say it: its domain, and its path when that is one short word (/login, /docs)."""
+    path = (match[2] or "").strip("/")
+    short_path = re.fullmatch(r"[A-Za-z]{1,12}", path)
+    return _say_domain(match[1].rstrip(".")) + ("スラッシュ" + word_to_katakana(path) if short_path else "")
 
 
 # --- English words -------------------------------------------------------------------------------
 
 _LATIN_WORD = re.compile(r"(?<![A-Za-z'])[A-Za-z]+(?:'[A-Za-z]+)?(?![A-Za-z'])")
 _LAUGHTER = re.compile(r"(?<![A-Za-z])(?:(?<=[^\x00-\x7f])w+|w{2,})(?![A-Za-z])")  # ですwww: not said
-_SPECIAL_WORDS = re.compile(r"(?<![A-Za-z])(?:C\+\+|C#|Wi-Fi|e-mail)(?![A-Za-z+#])", re.I)
+_SPECIAL_WORDS = re.compile(  # curated words with more than letters in them: C++, Wi-Fi, 7-Eleven, McDonald's
+    r"(?<![A-Za-z0-9])(?:"
+    + "|".join(re.escape(w) for w in sorted(ENGLISH_WORDS, key=len, reverse=True) if not w.isalpha())
+    + r")(?![A-Za-z0-9+#])",
+    re.I,
+)
 _ENGLISH_RUN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?(?:[ ,]+[A-Za-z]+(?:'[A-Za-z]+)?)+")
 
 
@@ -372,7 +391,8 @@ _ENGLISH_RUN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?(?:[ ,]+[A-Za-z]+(?:'[A-Za-z
 
 _STAR_RATING = re.compile(r"[★☆]\s*(?=\d)")
 _SYMBOL_REPLACEMENTS = {
-    "&": "アンド", "@": "アット", "=": "イコール", "%": "パーセント", "/": "、", "_": " ", "√": "ルート", "π": "パイ"
+    "&": "アンド", "@": "アット", "=": "イコール", "%": "パーセント", "/": "、", "_": " ", "√": "ルート", "π": "パイ",
+    "○": "まる", "◯": "まる", "×": "ばつ", "△": "さんかく",
 }
 _UNSAID_CATEGORIES = {"So", "Sk", "Sm", "Sc", "Co", "Cs", "Cf"}
 _SILENT_CHARACTERS = set("#*\\|<>^`") | {chr(c) for c in range(0xFE00, 0xFE10)} | {"\u20e3", "\u200d"}
@@ -428,7 +448,13 @@ _RAW_FOOD = r"冷蔵|刺身|傷み|痛み|腐|食べ|賞味|消費期限|お寿�
 # (kanji, context in the same sentence or None for always, what is written instead). Elsewhere OpenJTalk's
 # default reading stands (辛い ツライ, 市場 シジョー, 生物 セーブツ, 人気 ニンキ).
 _CONTEXT_READINGS = [
-    (r"辛(?=[いくさかけそ])", _FOOD, "から"),
+    (r"辛(?=[いくさかけそすっ])", _FOOD, "から"),
+    (r"(?<=月)(の)?1日(?![間中目0-9])", None, r"\1ついたち"),  # 来月の1日, 5月1日: the date, not a day's length
+    (r"分別", r"ゴミ|ごみ|資源|リサイクル|ペットボトル|缶|瓶|びん|プラ|収集", "ぶんべつ"),
+    (r"下手", r"舞台|ステージ|客席|劇|役者|登場|退場", "しもて"),
+    (r"上手(?=から|に|へ|側)", r"舞台|ステージ|客席|劇|役者|登場|退場", "かみて"),
+    (r"空(?=い(?:て|た|てる)|く(?:な|時間))", r"電車|バス|道|店|お腹|おなか|車内|時間帯|混雑|平日|朝|夜|比較的", "す"),
+    (r"色紙", r"寄せ書き|サイン|書く|書い|色紙に", "しきし"),
     (r"(?<!株式)(?<!金融)(?<!労働)(?<!国内)(?<!海外)市場(?!規模|価格|調査|経済|シェア|原理|参入|全体)", _MARKET_GOODS, "いちば"),
     (r"生物(?!学)", _RAW_FOOD, "なまもの"),
     (r"何(?=曜日|時間|年生|ヶ月|か月|カ月|日間|週間|分間|秒間|番線|番目|割|倍|回目|歳|才|度目|人前)", None, "なん"),
@@ -495,6 +521,7 @@ _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     (_EMAIL, lambda m: _say_words(m[1].replace(".", "ドット")) + "アットマーク" + _say_domain(m[2])),
     (_URL, _url),
     (_FILE_NAME, _say_file),
+    (_DOTFILE, "ドット"),
     (_DOMAIN, lambda m: _say_domain(m[1])),
     (_HASHTAG, "ハッシュタグ"),
     (_MENTION, "アット"),
@@ -511,6 +538,9 @@ _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     (_TILDE, _tilde),
     (_HYPHEN_RANGE, "から"),
     (_PLUS, "プラス"),
+    (_SIGNED_PLUS, "プラス"),
+    (_PLUS_MINUS, "プラスマイナス"),
+    (_FACTORIAL, "の階乗"),
     (_CURRENCY, lambda m: say_number(m[2]) + m[3] + _CURRENCIES[m[1]]),
     (_PERCENT, lambda m: say_number(m[1]) + "パーセント"),
     (_UNIT, lambda m: _UNITS[m[2]].format(say_number(m[1]))),
@@ -531,11 +561,13 @@ def _verbalize(text: str) -> str:
 
 
 _SUPERSCRIPTS = {"²": "^2", "³": "^3"}
+_ACCENTED_LATIN = re.compile(r"[À-ÖØ-öø-ÿ]")
 
 
 def make_speakable(text: str) -> str:
     """The words a person would say reading `text` aloud (see the module docstring)."""
     text = "".join(_ROMAN_NUMERALS.get(c) or _SUPERSCRIPTS.get(c) or c for c in text)
+    text = _ACCENTED_LATIN.sub(lambda m: unicodedata.normalize("NFD", m.group())[0], text)  # Pokémon, café
     text = _SPACE_IN_JAPANESE.sub("、", unicodedata.normalize("NFKC", text))  # a space between Japanese phrases
     text = _lines_to_sentences(_strip_markdown(text))
     return read_in_context(_tidy_punctuation(_verbalize(text)))
