@@ -173,6 +173,7 @@ _UNITS = {
 _UNIT = re.compile(
     r"("
     + _SIGNED_NUMERAL
+    + r"|何"
     + r")\s*("
     + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
     + r")(?![A-Za-z0-9])"
@@ -232,6 +233,7 @@ _CALCULATION = re.compile(
     re.A,
 )
 _CALCULATION_WORDS = re.compile(r"計算|答え|解い|解き|求め|いくつ|何になる|式|引き算|足し算|掛け算|割り算")
+_TRIGONOMETRY = re.compile(r"(?<![A-Za-z])(sin|cos|tan|log)\s*(?=\d)")  # sin30°: サイン, then the number
 _FACTORIAL = re.compile(r"(?<=\d)!(?=\s*(?:は|を|の|=|[-+×÷*/]))")  # 5!は: five factorial, not an exclamation
 _POWER = re.compile(r"(?<=[A-Za-z0-9)])\^(\d)")
 _SAID_OPERATORS = {"+": "たす", "-": "ひく", "−": "ひく", "×": "かける", "*": "かける", "÷": "わる", "/": "わる", "=": "は"}
@@ -320,10 +322,10 @@ _NAME_WITH_DIGITS = re.compile(
 )
 
 
-def _say_words(text: str) -> str:
-    """Latin words, digits and separators of an address or name, each said."""
-    parts = re.findall(r"[A-Za-z]+|\d+|[^\s-]", text)  # a hyphen inside a name is not said
-    return "".join(word_to_katakana(p) if p.isascii() and p.isalpha() else p for p in parts)
+def _say_words(text: str, hyphen: str = "") -> str:
+    """Latin words, digits and separators of an address or name, each said; a hyphen as `hyphen`."""
+    parts = re.findall(r"[A-Za-z]+|\d+|\S", text)
+    return "".join(word_to_katakana(p) if p.isascii() and p.isalpha() else p.replace("-", hyphen) for p in parts)
 
 
 def _say_domain(domain: str) -> str:
@@ -336,7 +338,7 @@ def _say_domain(domain: str) -> str:
         elif len(label) <= 3 and index > 0:  # co.jp, ac.uk, io: spelled
             said.append(spell_letters(label))
         else:
-            said.append(_say_words(label))
+            said.append(_say_words(label, "ハイフン"))
     return "ドット".join(said)
 
 
@@ -449,6 +451,7 @@ _RAW_FOOD = r"冷蔵|刺身|傷み|痛み|腐|食べ|賞味|消費期限|お寿�
 # default reading stands (辛い ツライ, 市場 シジョー, 生物 セーブツ, 人気 ニンキ).
 _CONTEXT_READINGS = [
     (r"辛(?=[いくさかけそすっ])", _FOOD, "から"),
+    (r"辛(?=[いくさかけそすっ])", None, "つら"),  # OpenJTalk is not consistent between the two
     (r"(?<=月)(の)?1日(?![間中目0-9])", None, r"\1ついたち"),  # 来月の1日, 5月1日: the date, not a day's length
     (r"分別", r"ゴミ|ごみ|資源|リサイクル|ペットボトル|缶|瓶|びん|プラ|収集", "ぶんべつ"),
     (r"下手", r"舞台|ステージ|客席|劇|役者|登場|退場", "しもて"),
@@ -518,7 +521,7 @@ def _lines_to_sentences(text: str) -> str:
 
 _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     # addresses and names first: their dots, digits and hyphens are not numbers or sentence ends
-    (_EMAIL, lambda m: _say_words(m[1].replace(".", "ドット")) + "アットマーク" + _say_domain(m[2])),
+    (_EMAIL, lambda m: _say_words(m[1].replace(".", "ドット"), "ハイフン") + "アットマーク" + _say_domain(m[2])),
     (_URL, _url),
     (_FILE_NAME, _say_file),
     (_DOTFILE, "ドット"),
@@ -531,6 +534,7 @@ _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     (_WEEKDAY_DATE, _weekday_date),
     (_CODE_NUMBER, _code_number),
     (_TIME, _time),
+    (_TRIGONOMETRY, lambda m: word_to_katakana(m[1])),
     (_CALCULATION, _say_calculation),
     (_POWER, r"の\1乗"),
     (_RATIO, lambda m: f"{say_number(m[1])}対{say_number(m[2])}"),

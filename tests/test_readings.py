@@ -60,6 +60,6 @@ def test_describe_text():
         "reject_reason": None,
     }
     rejected = describe_text("```python\nprint(1)\n```")
-    assert rejected["spoken_text"] == "" and rejected["reading"] == "" and rejected["estimated_seconds"] == 0
+    assert rejected["spoken_text"] == "コードは省略します。"  # said where a fenced block was; the turn is rejected
     assert rejected["reject_reason"] == "mostly code (100% of characters)"
     assert describe_text("あいうえお", max_turn_chars=3)["reject_reason"] == "too long (6 chars > 3)"
