@@ -392,9 +392,16 @@ _ENGLISH_RUN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?(?:[ ,]+[A-Za-z]+(?:'[A-Za-z
 # --- symbols and punctuation ---------------------------------------------------------------
 
 _STAR_RATING = re.compile(r"[★☆]\s*(?=\d)")
+_STARS = re.compile(r"★+☆*(?=[^★☆]|$)")  # ★★★☆☆: three stars of five
+
+
+def _stars(match: re.Match) -> str:
+    return f"星{match.group().count('★')}つ" if len(match.group()) > 1 else match.group()
+
+
 _SYMBOL_REPLACEMENTS = {
     "&": "アンド", "@": "アット", "=": "イコール", "%": "パーセント", "/": "、", "_": " ", "√": "ルート", "π": "パイ",
-    "○": "まる", "◯": "まる", "×": "ばつ", "△": "さんかく",
+    "○": "まる", "◯": "まる", "×": "ばつ", "△": "さんかく", "≒": "ニアリーイコール", "≠": "ノットイコール",
 }
 _UNSAID_CATEGORIES = {"So", "Sk", "Sm", "Sc", "Co", "Cs", "Cf"}
 _SILENT_CHARACTERS = set("#*\\|<>^`") | {chr(c) for c in range(0xFE00, 0xFE10)} | {"\u20e3", "\u200d"}
@@ -458,7 +465,7 @@ _CONTEXT_READINGS = [
     (r"上手(?=から|に|へ|側)", r"舞台|ステージ|客席|劇|役者|登場|退場", "かみて"),
     (r"空(?=い(?:て|た|てる)|く(?:な|時間))", r"電車|バス|道|店|お腹|おなか|車内|時間帯|混雑|平日|朝|夜|比較的", "す"),
     (r"色紙", r"寄せ書き|サイン|書く|書い|色紙に", "しきし"),
-    (r"(?<!株式)(?<!金融)(?<!労働)(?<!国内)(?<!海外)市場(?!規模|価格|調査|経済|シェア|原理|参入|全体)", _MARKET_GOODS, "いちば"),
+    (r"(?<!魚)(?<!株式)(?<!金融)(?<!労働)(?<!国内)(?<!海外)市場(?!規模|価格|調査|経済|シェア|原理|参入|全体)", _MARKET_GOODS, "いちば"),
     (r"生物(?!学)", _RAW_FOOD, "なまもの"),
     (r"何(?=曜日|時間|年生|ヶ月|か月|カ月|日間|週間|分間|秒間|番線|番目|割|倍|回目|歳|才|度目|人前)", None, "なん"),
     (r"人気(?=の(?:ない|無い|少ない|多い)|が(?:ない|無い|少な|なく|多))", None, "ひとけ"),
@@ -550,6 +557,7 @@ _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     (_UNIT, lambda m: _UNITS[m[2]].format(say_number(m[1]))),
     (_NAME_WITH_DIGITS, _say_name_with_digits),
     (_STAR_RATING, "星"),
+    (_STARS, _stars),
     (_NUMBER, lambda m: say_number(m.group())),
     # English
     (_LAUGHTER, ""),
