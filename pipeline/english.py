@@ -115,6 +115,12 @@ FUNCTION_WORDS = {
     "than": "ザン",
     "then": "ゼン",
     "here": "ヒア",
+    "everyone": "エブリワン",
+    "everything": "エブリシング",
+    "someone": "サムワン",
+    "something": "サムシング",
+    "anyone": "エニワン",
+    "anything": "エニシング",
     "what's": "ワッツ",
     "today": "トゥデイ",
     "tomorrow": "トゥモロー",
@@ -154,6 +160,7 @@ ENGLISH_WORDS = {
     "adobe": "アドビ",
     "coffee": "コーヒー",
     "example": "イグザンプル",
+    "teams": "チームズ",
     "ai": "エーアイ",
     "login": "ログイン",
     "token": "トークン",
@@ -190,6 +197,7 @@ ENGLISH_WORDS = {
 }
 
 _VOWELS = set("AEIOUY")
+MAX_WORD_LETTERS = 30  # longer than any English word: a string of letters, spelled
 _FINAL_CLUSTERS = {"CK", "CT", "FT", "LD", "LT", "MP", "ND", "NG", "NK", "NT", "PT", "RD", "RK", "RT", "SK", "ST", "TH", "SH", "CH"}
 _CAMEL_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z']+")
 
@@ -250,7 +258,7 @@ def word_to_katakana(word: str) -> str:
     curated = ENGLISH_WORDS.get(lower) or (None if word.isupper() else FUNCTION_WORDS.get(lower))
     if curated and len(word) > 1:
         return curated
-    if len(word) == 1 or not re.search(r"[aeiouyAEIOUY]", word):  # x, csv, df: letters by name
+    if len(word) == 1 or len(word) > MAX_WORD_LETTERS or not re.search(r"[aeiouyAEIOUY]", word):  # x, csv: by name
         return spell_letters(word)
     if word.isupper():
         known = _dictionary_reading(word)

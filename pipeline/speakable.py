@@ -54,11 +54,11 @@ from .records import Dialogue, Rejected
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
 _INLINE_CODE = re.compile(r"`([^`\n]*)`")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.M)
-_BULLET = re.compile(r"^\s*(?:[-*+・]|\d+[.)])\s+", re.M)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M)
+_BULLET = re.compile(r"^[ \t]*(?:[-*+・]|\d+[.)])[ \t]+", re.M)
 _STAR_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s*\*\s*(?=\d)")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|~~)")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}.*$", re.M)
+_TABLE_RULE = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}.*$", re.M)
 _SENTENCE_END = "。！？!?"
 _CLAUSE_END = "、，,；;：:"
 _PAUSES = "、。！？"
@@ -75,7 +75,7 @@ KANA_FREE_LETTERS = 20  # this many letters without a single kana: Chinese, not 
 _DIGIT_KANJI = "零一二三四五六七八九"
 _MAX_INTEGER_DIGITS = 16  # OpenJTalk reads longer runs digit by digit, and so do people
 
-_NUMERAL = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)*"
+_NUMERAL = r"(?<![\d,.])(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)*"
 _SIGN = r"(?:(?<![0-9A-Za-z.])[-−])?"
 _SIGNED_NUMERAL = _SIGN + _NUMERAL
 
@@ -236,6 +236,11 @@ _CALCULATION_WORDS = re.compile(r"計算|答え|解い|解き|求め|いくつ|�
 _TRIGONOMETRY = re.compile(r"(?<![A-Za-z])(sin|cos|tan|log)\s*(?=\d)")  # sin30°: サイン, then the number
 _FACTORIAL = re.compile(r"(?<=\d)!(?=\s*(?:は|を|の|=|[-+×÷*/]))")  # 5!は: five factorial, not an exclamation
 _POWER = re.compile(r"(?<=[A-Za-z0-9)])\^(\d)")
+def _power(match: re.Match) -> str:
+    """x² is エックス2乗 (a formula), 2³ is 2の3乗."""
+    return ("" if match.string[match.start() - 1].isalpha() else "の") + match[1] + "乗"
+
+
 _SAID_OPERATORS = {"+": "たす", "-": "ひく", "−": "ひく", "×": "かける", "*": "かける", "÷": "わる", "/": "わる", "=": "は"}
 _ALGEBRA_OPERATORS = _SAID_OPERATORS | {"+": "プラス", "-": "マイナス", "−": "マイナス"}  # with variables: x²+2x+1
 
@@ -257,7 +262,7 @@ def _say_calculation(match: re.Match) -> str:
     expression = match.group()
     if not _is_calculation(match):
         return expression
-    said = re.sub(r"\^(\d)", r"の\1乗", expression)
+    said = _POWER.sub(_power, expression)
     said = said.replace("√", "ルート").replace("π", "パイ")
     said = re.sub(r"[()\s]", "", said)
     said = re.sub(r"(\d+)/(\d+)", r"\2分の\1", said) if re.search(r"[-−+×*=]", said) else said
@@ -309,7 +314,7 @@ _DOMAIN = re.compile(
     r"(?<![\w.@/-])((?:[A-Za-z0-9-]+\.)+(?:com|net|org|info|io|ai|dev|app|co|jp|us|uk|de|fr|cn|kr|tv|me))(?![\w.-])",
     re.A,
 )
-_FILE_NAME = re.compile(rf"(?<![\w.])([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\.({_FILE_EXTENSION})(?![\w.])", re.I | re.A)
+_FILE_NAME = re.compile(rf"(?<![\w.-])([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\.({_FILE_EXTENSION})(?![\w.])", re.I | re.A)
 _DOTFILE = re.compile(r"(?<![\w.])\.(?=[A-Za-z]\w*)", re.A)  # .env, .gitignore
 _HASHTAG = re.compile(r"(?<![\w&])[#＃](?=[^\s#＃\d])")
 _MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9_])", re.A)
@@ -386,7 +391,7 @@ _SPECIAL_WORDS = re.compile(  # curated words with more than letters in them: C+
     + r")(?![A-Za-z0-9+#])",
     re.I,
 )
-_ENGLISH_RUN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?(?:[ ,]+[A-Za-z]+(?:'[A-Za-z]+)?)+")
+_ENGLISH_RUN = re.compile(r"(?<![A-Za-z'])[A-Za-z]+(?:'[A-Za-z]+)?(?:[ ,]+[A-Za-z]+(?:'[A-Za-z]+)?)+")
 
 
 # --- symbols and punctuation ---------------------------------------------------------------
@@ -459,12 +464,14 @@ _RAW_FOOD = r"冷蔵|刺身|傷み|痛み|腐|食べ|賞味|消費期限|お寿�
 _CONTEXT_READINGS = [
     (r"辛(?=[いくさかけそすっ])", _FOOD, "から"),
     (r"辛(?=[いくさかけそすっ])", None, "つら"),  # OpenJTalk is not consistent between the two
-    (r"(?<=月)(の)?1日(?![間中目0-9])", None, r"\1ついたち"),  # 来月の1日, 5月1日: the date, not a day's length
+    (r"(?<=月)(の)?[1一]日(?![間中目0-9])", None, r"\1ついたち"),  # 来月の1日, 5月1日: the date, not a day's length
     (r"分別", r"ゴミ|ごみ|資源|リサイクル|ペットボトル|缶|瓶|びん|プラ|収集", "ぶんべつ"),
     (r"下手", r"舞台|ステージ|客席|劇|役者|登場|退場", "しもて"),
     (r"上手(?=から|に|へ|側)", r"舞台|ステージ|客席|劇|役者|登場|退場", "かみて"),
     (r"空(?=い(?:て|た|てる)|く(?:な|時間))", r"電車|バス|道|店|お腹|おなか|車内|時間帯|混雑|平日|朝|夜|比較的", "す"),
     (r"色紙", r"寄せ書き|サイン|書く|書い|色紙に", "しきし"),
+    (r"開(?=[かきくけこい])", r"ドア|窓|扉|蓋|ふた|フタ|ファスナー|ジッパー|門|鍵|カギ", "あ"),
+    (r"目下(?=の(?:人|者|相手)|に対)", None, "めした"),
     (r"(?<!魚)(?<!株式)(?<!金融)(?<!労働)(?<!国内)(?<!海外)市場(?!規模|価格|調査|経済|シェア|原理|参入|全体)", _MARKET_GOODS, "いちば"),
     (r"生物(?!学)", _RAW_FOOD, "なまもの"),
     (r"何(?=曜日|時間|年生|ヶ月|か月|カ月|日間|週間|分間|秒間|番線|番目|割|倍|回目|歳|才|度目|人前)", None, "なん"),
@@ -543,7 +550,7 @@ _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     (_TIME, _time),
     (_TRIGONOMETRY, lambda m: word_to_katakana(m[1])),
     (_CALCULATION, _say_calculation),
-    (_POWER, r"の\1乗"),
+    (_POWER, _power),
     (_RATIO, lambda m: f"{say_number(m[1])}対{say_number(m[2])}"),
     (_FRACTION, lambda m: f"{say_number(m[2])}分の{say_number(m[1])}"),
     (_TILDE, _tilde),
