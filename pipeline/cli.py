@@ -374,18 +374,58 @@ def speakers_check(
     typer.echo(f"{bank}: all {len(loaded.speakers)} speakers usable with {backend}")
 
 
-@app.command()
+TEXT_HELP = (
+    "Show what the TTS will be asked to say for one turn: the spoken text, its reading, or why it is rejected.\n\n"
+    "Text that starts with '-' (a markdown list) goes after '--': koe text -- '- りんご'. "
+    "'-' reads the turn from stdin (all of it, newlines included, is one turn; trailing newlines dropped), "
+    "and so does no text at all when stdin is not a terminal: koe text < turn.md."
+)
+
+
+def _read_stdin() -> str:
+    import sys
+
+    if sys.stdin is None:  # started with standard input closed
+        _fail("no standard input to read the text from")
+    data = typer.get_binary_stream("stdin").read()
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        _fail(f"stdin is not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+
+def _text_argument(words: list[str]) -> str:
+    """The turn `koe text` describes: its words joined by spaces, or stdin for '-' or for none (not a terminal)."""
+    import sys
+
+    if words == ["-"]:
+        return _read_stdin()
+    if words:
+        return " ".join(words)
+    if sys.stdin is not None and not sys.stdin.isatty() and (content := _read_stdin()):
+        return content
+    _fail("give the text: koe text 'TEXT', koe text -- '- TEXT' when it starts with '-', or koe text - < FILE")
+
+
+@app.command(help=TEXT_HELP)
 def text(
-    content: Annotated[str, typer.Argument(help="text to check, as a corpus turn would hold it")],
+    words: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="TEXT",
+            help="the turn, as a corpus would hold it (several words are joined by spaces); '-': read stdin",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (for scripts)")] = False,
     max_turn_chars: Annotated[int, typer.Option(help="the recipe's text.max_turn_chars")] = 600,
 ) -> None:
-    """Show what the TTS will be asked to say: the spoken text, its reading, or why it is rejected."""
+    """Show what the TTS will be asked to say: the spoken text, its reading, or why it is rejected (see TEXT_HELP)."""
     import json
 
     from .readings import describe_text
 
-    result = describe_text(content, max_turn_chars=max_turn_chars)
+    result = describe_text(_text_argument(words or []), max_turn_chars=max_turn_chars)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,37 @@ def _column(row: dict[str, Any], name: str) -> Any:
     return row[name]
 
 
+def _collapsed(text: str) -> str:
+    """The text as two replies are compared: NFKC, runs of whitespace as one space, no edges."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _reply_problem(text: str, name: str) -> str | None:
+    """Why a DPO reply is no reply: empty, or nothing but punctuation and symbols; None when it has words.
+
+    Whitespace and invisible characters (control, format: a zero-width space) count as nothing.
+    """
+    kinds = {unicodedata.category(c)[0] for c in _collapsed(text)} - {"Z", "C"}
+    if not kinds:
+        if not text:
+            return f"{name} is empty"
+        return f"{name} is empty ({'whitespace' if text.isspace() else 'whitespace or invisible characters'} only)"
+    if kinds <= {"P", "S"}:
+        only = {"P": "punctuation", "S": "symbols"}
+        return f"{name} has no words ({' and '.join(only[k] for k in sorted(kinds))} only)"
+    return None
+
+
+def _dpo_replies(chosen: str, rejected: str) -> tuple[str, str]:
+    """The two replies of a preference pair as read, or `Rejected` when the pair teaches nothing."""
+    for text, name in ((chosen, "chosen"), (rejected, "rejected")):
+        if problem := _reply_problem(text, name):
+            raise Rejected(problem)
+    if _collapsed(chosen) == _collapsed(rejected):
+        raise Rejected("chosen and rejected are identical")
+    return chosen, rejected
+
+
 @dataclass
 class ParsedRow:
     turns: list[Turn]
@@ -123,8 +155,10 @@ class Adapter:
             raise Rejected("no user turn")
         parsed = ParsedRow(turns)
         if m.chosen and m.rejected:
-            parsed.chosen = _text_field(_column(row, m.chosen), f"column {m.chosen}")
-            parsed.rejected = _text_field(_column(row, m.rejected), f"column {m.rejected}")
+            parsed.chosen, parsed.rejected = _dpo_replies(
+                _text_field(_column(row, m.chosen), f"column {m.chosen}"),
+                _text_field(_column(row, m.rejected), f"column {m.rejected}"),
+            )
         return parsed
 
     def _message_turns(self, row: dict[str, Any]) -> list[Turn]:

@@ -4,21 +4,29 @@ What it shows: how long the samples are, who spoke for how long, which sources t
 why rows were rejected, how the quality scores spread against the recipe's thresholds, and for
 duplex the turn-taking (gaps, overlaps, aizuchi). Plots are inline SVG (matplotlib, no network,
 no scripts), so the file can be mailed or opened from a shard server as it is.
+
+It also lets a person listen: one turn per voice (captions: one clip per license), cut to
+`LISTEN_SECONDS`, 16 kHz mono MP3 in a `data:` URI beside the turn's text, spoken text and reading.
+MP3 because it is the one compressed format libsndfile writes here whose bytes do not change from
+run to run (its Ogg writer, Vorbis or Opus, draws a random stream serial number) and that every
+browser plays; at libsndfile's default settings 6 s of speech is about 32 KB.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .shards import atomic_write_bytes
-from .stats import QC_SCORES, OutputFacts, collect, format_duration
+from .shards import Output, atomic_write_bytes, iter_sample_json_with_audio
+from .stats import QC_SCORES, OutputFacts, collect, format_duration, speaker_descriptions
 
 COLOR = "#3b6ea8"
 ACCENT = "#c8553d"
@@ -30,6 +38,11 @@ h1 { margin-bottom: 0.2rem; } .sub { color: #666; margin-top: 0; }
 .numbers b { display: block; font-size: 1.5rem; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1.5rem; }
 figure { margin: 0; } figcaption { color: #555; font-size: 0.9rem; } svg { width: 100%; height: auto; }
+table.listen { border-collapse: collapse; width: 100%; margin-top: 1rem; }
+.listen th, .listen td { border-top: 1px solid #dde2e8; padding: 0.6rem; text-align: left; vertical-align: top; }
+.listen .what { color: #555; font-size: 0.85rem; } .listen audio { width: 100%; min-width: 14rem; }
+.listen dl { margin: 0; display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 0.8rem; }
+.listen dt { color: #666; } .listen dd { margin: 0; white-space: pre-wrap; }
 """
 
 
@@ -173,7 +186,155 @@ def plots(facts: OutputFacts) -> list[tuple[str, str]]:
     return found
 
 
-def render_report(facts: OutputFacts) -> str:
+LISTEN_SECONDS = 6.0  # longest clip a person hears per voice
+LISTEN_RATE = 16000
+LISTEN_MIN_SECONDS = 2.0  # a voice's first turn at least this long is its clip; else its longest turn
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A piece of one sample for a person to hear, with what it says."""
+
+    label: str  # the voice (speaker id), or for captions the clip's license
+    document: dict[str, Any]  # the sample's JSON
+    turn: int | None  # index into the sample's `turns`; None for a sound clip
+    start: float  # seconds into the sample's FLAC
+    end: float
+    cut: float  # seconds the clip holds (at most LISTEN_SECONDS)
+    mp3: bytes
+
+
+Candidate = tuple[str, int | None, float, float, int | None]  # label, turn, start, end, channel
+
+
+def _license(clip: dict[str, Any]) -> str:
+    return clip.get("license_name") or "unknown license"
+
+
+def _candidates(document: dict[str, Any]) -> Iterator[Candidate]:
+    """What in one sample could be heard: each voiced turn, or the sound clip.
+
+    A duplex turn is heard on its speaker's channel alone; channel None mixes all channels.
+    """
+    if document.get("clip"):
+        yield _license(document["clip"]), None, 0.0, document["audio"]["duration"], None
+        return
+    channels = document.get("channels") or []
+    for index, turn in enumerate(document.get("turns", [])):
+        if "speaker" in turn:
+            start = turn.get("start") or 0.0
+            end = turn.get("end") if turn.get("end") is not None else document["audio"]["duration"]
+            channel = channels.index(turn["role"]) if turn.get("role") in channels else None
+            yield turn["speaker"], index, start, end, channel
+
+
+def _encode_clip(flac: bytes, start: float, end: float, channel: int | None) -> tuple[bytes, float]:
+    """`start`..`end` of a FLAC (at most LISTEN_SECONDS), one channel or the mix, as 16 kHz mono MP3; and its length."""
+    import soundfile as sf
+
+    from .audio import resample
+
+    audio, rate = sf.read(io.BytesIO(flac), dtype="float32", always_2d=True)
+    mono = audio[:, channel] if channel is not None and channel < audio.shape[1] else audio.mean(axis=1)
+    first, last = round(start * rate), min(round(end * rate), len(mono))
+    piece = mono[first : min(last, first + round(LISTEN_SECONDS * rate))]
+    piece = resample(np.ascontiguousarray(piece, dtype=np.float32), rate, LISTEN_RATE)
+    if first + round(LISTEN_SECONDS * rate) < last:  # cut inside the turn: fade out instead of a click
+        fade = min(len(piece), LISTEN_RATE // 50)
+        piece[len(piece) - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, piece, LISTEN_RATE, format="MP3", subtype="MPEG_LAYER_III")
+    return buffer.getvalue(), len(piece) / LISTEN_RATE
+
+
+def listening_clips(directory: Path, facts: OutputFacts) -> list[Clip]:
+    """One clip per voice (captions: per license), by label: the first turn of at least LISTEN_MIN_SECONDS.
+
+    A voice without one gets its longest turn. Shards are read in order until every voice has its
+    clip; only the chosen samples' audio is read.
+    """
+    import soundfile as sf
+
+    if "MP3" not in sf.available_formats():  # a libsndfile older than 1.1 (MP3 came with it): no players
+        return []
+    if facts.kind == "captions":
+        wanted = {_license(s.clip) for s in facts.samples if s.clip}
+    else:
+        wanted = set(facts.speaker_seconds())
+    picks: dict[str, tuple[Candidate, dict[str, Any], bytes]] = {}  # label: the turn, its sample, its FLAC
+    settled: set[str] = set()
+    for tar in sorted(Output(Path(directory)).shards_dir.glob("*.tar")):
+        for document, read_flac in iter_sample_json_with_audio(tar):
+            for candidate in _candidates(document):
+                label, _, start, end, _ = candidate
+                if label in settled or end <= start:
+                    continue
+                held = picks.get(label)
+                if held is None or end - start > held[0][3] - held[0][2]:
+                    picks[label] = (candidate, document, read_flac())
+                if end - start >= LISTEN_MIN_SECONDS:
+                    settled.add(label)
+            if wanted <= settled:
+                break
+        if wanted <= settled:
+            break
+    clips = []
+    for label, ((_, turn, start, end, channel), document, flac) in sorted(picks.items()):
+        mp3, cut = _encode_clip(flac, start, end, channel)
+        clips.append(Clip(label, document, turn, start, end, cut, mp3))
+    return clips
+
+
+def _clip_row(clip: Clip, voices: dict[str, dict[str, str]]) -> str:
+    """One player: who or what (head), the audio and where it is from, then what it says."""
+    document = clip.document
+    span = f"{clip.start:.2f}\u2013{clip.start + clip.cut:.2f} s"
+    if clip.end - clip.start > clip.cut + 0.005:
+        span += f" (the first {clip.cut:.1f} s of {clip.end - clip.start:.1f} s)"
+    head = html.escape(clip.label)
+    if clip.turn is None:  # a sound clip
+        where = f"{document['key']}, {span}"
+        fields = [("caption", document.get("caption", "")), ("credit", document["clip"].get("credit", ""))]
+        turn_attribute = ""
+    else:
+        turn = document["turns"][clip.turn]
+        name = voices.get(clip.label, {}).get("name", "")
+        if name and name != clip.label:
+            head += f"<br><small>{html.escape(name)}</small>"
+        role = f"{turn['role']}: " if document.get("channels") else ""
+        where = f"{document['key']}, turn {clip.turn + 1}, {role}{span}"
+        fields = [(field.replace("_", " "), turn.get(field) or "") for field in ("text", "spoken_text", "reading")]
+        turn_attribute = f' data-turn="{clip.turn}"'
+    details = "".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(value)}</dd>" for name, value in fields)
+    uri = "data:audio/mpeg;base64," + base64.b64encode(clip.mp3).decode("ascii")
+    return (
+        f'<tr><th>{head}</th><td><audio controls preload="metadata" data-key="{html.escape(document["key"])}"'
+        f'{turn_attribute} src="{uri}"></audio><div class="what">{html.escape(where)}</div></td>'
+        f"<td><dl>{details}</dl></td></tr>"
+    )
+
+
+def listening_section(facts: OutputFacts, clips: list[Clip]) -> str:
+    """The players, one table row per clip; empty without clips."""
+    if not clips:
+        return ""
+    unit, per = ("clip", "license") if facts.kind == "captions" else ("turn", "voice")
+    title = f"Listen: one {unit} per {per} ({len(clips)} {per}s)"
+    note = f"Each {per}'s first {unit} of at least {LISTEN_MIN_SECONDS:g} s (or its longest)"
+    note += f", at most {LISTEN_SECONDS:g} s"
+    if facts.kind == "captions":
+        note += ", mixed to mono."
+        voices = {}
+    else:
+        note += ", from its own channel." if facts.kind == "duplex" else "."
+        voices = speaker_descriptions(facts, [clip.label for clip in clips])
+    note += f" 16 kHz mono MP3, {sum(len(clip.mp3) for clip in clips) / 1024:.0f} KB in all."
+    rows = "\n".join(_clip_row(clip, voices) for clip in clips)
+    heading = f'<h2>{html.escape(title)}</h2><p class="sub">{html.escape(note)}</p>'
+    return f'{heading}\n<table class="listen">\n{rows}\n</table>\n'
+
+
+def render_report(facts: OutputFacts, clips: list[Clip] | None = None) -> str:
     recipe = facts.recipe
     numbers = [
         ("samples", f"{len(facts.samples):,}"),
@@ -196,7 +357,8 @@ def render_report(facts: OutputFacts) -> str:
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f'<style>{STYLE}</style></head>\n<body><h1>{title}</h1><p class="sub">{subtitle}</p>'
-        f'<div class="numbers">{tiles}</div>\n<div class="plots">\n{figures}\n</div></body></html>\n'
+        f'<div class="numbers">{tiles}</div>\n<div class="plots">\n{figures}\n</div>\n'
+        f"{listening_section(facts, clips or [])}</body></html>\n"
     )
 
 
@@ -204,5 +366,6 @@ def write_report(directory: Path, path: Path) -> Path:
     facts = collect(directory)
     if not facts.samples:
         raise ValueError(f"{directory}: no written samples to report on")
-    atomic_write_bytes(Path(path), render_report(facts).encode("utf-8"))
+    clips = listening_clips(directory, facts)
+    atomic_write_bytes(Path(path), render_report(facts, clips).encode("utf-8"))
     return Path(path)

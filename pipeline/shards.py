@@ -17,7 +17,7 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -173,3 +173,20 @@ def iter_sample_json(tar: Path) -> Iterator[dict[str, Any]]:
         for member in archive:
             if member.name.endswith(".json"):
                 yield json.loads(archive.extractfile(member).read())
+
+
+def iter_sample_json_with_audio(tar: Path) -> Iterator[tuple[dict[str, Any], Callable[[], bytes]]]:
+    """Each sample's parsed JSON, in shard order, with a function that reads its FLAC (b"" when it has none).
+
+    Only the audio asked for is read; the functions work while the iteration is under way.
+    """
+    with tarfile.open(tar, mode="r:") as archive:
+        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+        for member in archive.getmembers():  # headers only: tarfile seeks over the data
+            key, _, extension = member.name.partition(".")
+            samples.setdefault(key, {})[extension] = member
+        for members in samples.values():
+            if "json" in members:
+                flac = members.get("flac")
+                document = json.loads(archive.extractfile(members["json"]).read())
+                yield document, lambda flac=flac: archive.extractfile(flac).read() if flac else b""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -71,11 +73,61 @@ def test_speakers_check_accepts_the_shipped_bank():
 def test_text_command_shows_what_the_tts_will_say():
     result = koe("text", "--json", "**AI**の価格は¥1,200です。")
     described = json.loads(result.stdout)
-    assert described["spoken_text"] == "エーアイの価格は千二百円です。"
+    assert described["spoken_text"] == "エーアイの価格は1200円です。"
     assert described["reading"] == "エーアイノカカクワセンニヒャクエンデス。"
     assert described["reject_reason"] is None and described["estimated_seconds"] > 1
     plain = koe("text", "```\nx = 1\n```")
     assert "reject_reason: mostly code" in plain.stdout
+
+
+BULLETS = "- りんご\n- みかん"
+
+
+def _text(args: list[str], stdin: str | None = None):
+    """`koe text` in this process (typer's runner), with `stdin` as its standard input."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    return CliRunner().invoke(app, ["text", *args], input=stdin)
+
+
+def _one_turn_of_bullets(result) -> dict:
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1  # one JSON object: the whole list is one turn
+    described = json.loads(lines[0])
+    assert described["text"] == BULLETS
+    assert "りんご" in described["spoken_text"] and "みかん" in described["spoken_text"]
+    assert "-" not in described["spoken_text"] and described["reject_reason"] is None
+    assert "リンゴ" in described["reading"] and "ミカン" in described["reading"]
+    return described
+
+
+def test_text_after_a_double_dash_may_start_with_a_dash():
+    assert _text([BULLETS]).exit_code == 2  # without "--" the list is taken for an option
+    described = _one_turn_of_bullets(_text(["--json", "--", BULLETS]))
+    plain = _text(["--", BULLETS])
+    assert plain.exit_code == 0 and f"spoken_text: {described['spoken_text']}\n" in plain.stdout
+    assert _one_turn_of_bullets(_text(["--json", "--", "-", "りんご\n-", "みかん"])) == described  # words joined
+
+
+def test_text_from_stdin_is_one_turn():
+    described = _one_turn_of_bullets(_text(["-", "--json"], stdin=BULLETS + "\n"))  # the trailing newline dropped
+    assert _one_turn_of_bullets(_text(["--json", "-"], stdin=BULLETS)) == described
+    assert _one_turn_of_bullets(_text(["--json"], stdin=BULLETS + "\r\n")) == described  # no text: stdin (a pipe)
+    plain = _text(["-"], stdin=BULLETS)
+    assert plain.exit_code == 0 and f"reading: {described['reading']}\n" in plain.stdout
+    assert _text(["--json", "--", "-"], stdin=BULLETS).exit_code == 0  # "-" after "--" is stdin too
+
+
+def test_text_without_any_text_says_how_to_give_it():
+    result = _text([], stdin="")
+    assert result.exit_code == 2 and "koe text -- '- TEXT'" in result.stderr
+    assert _text(["-"], stdin="\xff".encode("latin-1")).exit_code == 2  # not UTF-8
+    command = [sys.executable, "-m", "pipeline", "text", "--json", "-"]  # the real command line, through a pipe
+    piped = subprocess.run(command, input=BULLETS, capture_output=True, text=True, cwd=REPO, check=True)
+    assert json.loads(piped.stdout)["text"] == BULLETS
 
 
 class _HubRevisions(BaseHTTPRequestHandler):

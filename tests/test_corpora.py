@@ -89,6 +89,47 @@ def test_chatbot_arena_rows():
         _parse("chatbot_arena", {"prompt": "問い", "chosen": "良", "rejected": 3})
 
 
+DPO_ROWS = {
+    "hh_rlhf": {"conversations": [{"from": "human", "value": "質問"}], "chosen": "良い返事", "rejected": "悪い返事"},
+    "chatbot_arena": {"prompt": "問い", "chosen": "良い返事", "rejected": "悪い返事"},
+}
+
+
+@pytest.mark.parametrize("adapter", sorted(DPO_ROWS))
+@pytest.mark.parametrize(
+    "replies, reason",
+    [
+        ({"chosen": ""}, "chosen is empty"),
+        ({"rejected": ""}, "rejected is empty"),
+        ({"chosen": " \u3000\n\t"}, "chosen is empty (whitespace only)"),
+        ({"rejected": "\u200b"}, "rejected is empty (whitespace or invisible characters only)"),
+        ({"chosen": "。"}, "chosen has no words (punctuation only)"),
+        ({"rejected": "..."}, "rejected has no words (punctuation only)"),
+        ({"chosen": "！？"}, "chosen has no words (punctuation only)"),
+        ({"rejected": "—"}, "rejected has no words (punctuation only)"),
+        ({"chosen": "……"}, "chosen has no words (punctuation only)"),
+        ({"rejected": "★ ♪"}, "rejected has no words (symbols only)"),
+        ({"chosen": "「」＋"}, "chosen has no words (punctuation and symbols only)"),
+        ({"chosen": "", "rejected": "。"}, "chosen is empty"),  # the first problem is named
+        ({"chosen": "同じ返事", "rejected": "同じ返事"}, "chosen and rejected are identical"),
+        # the same after NFKC and collapsing whitespace
+        ({"chosen": "ＡＢＣ　です。", "rejected": " ABC  です。\n"}, "chosen and rejected are identical"),
+    ],
+)
+def test_dpo_pairs_without_two_replies_are_rejected(adapter, replies, reason):
+    with pytest.raises(Rejected) as rejected:
+        _parse(adapter, {**DPO_ROWS[adapter], **replies})
+    assert rejected.value.reason == reason
+
+
+@pytest.mark.parametrize("adapter", sorted(DPO_ROWS))
+@pytest.mark.parametrize("replies", [{"chosen": "はい。"}, {"rejected": "OK!"}, {"chosen": "3"}, {"chosen": " 良い返事"}])
+def test_dpo_replies_with_words_are_kept_as_written(adapter, replies):
+    row = {**DPO_ROWS[adapter], **replies}
+    parsed = _parse(adapter, row)
+    assert (parsed.chosen, parsed.rejected) == (row["chosen"], row["rejected"])
+
+
 def test_generic_mapping():
     mapping = ColumnMapping(id="uid", prompt="question", response="answer")
     parsed = Adapter(mapping).parse({"uid": 5, "question": "問", "answer": "答"})

@@ -69,6 +69,27 @@ def test_dpo_samples_keep_chosen_and_rejected_as_text(tmp_path):
     assert rows["hh_rlhf-hh-0005"]["reason"] == "no user turn"
 
 
+def test_dpo_pairs_without_two_replies_end_in_the_manifest_as_rejected(make_recipe, tmp_path):
+    human = [{"from": "human", "value": "おすすめの本を教えてください。"}]
+    rows = [
+        {"id": "ok", "conversations": human, "chosen": "『坊っちゃん』はいかがでしょう。", "rejected": "ありません。"},
+        {"id": "empty", "conversations": human, "chosen": "", "rejected": "ありません。"},
+        {"id": "dots", "conversations": human, "chosen": "はい、どうぞ。", "rejected": "……"},
+        {"id": "same", "conversations": human, "chosen": "本です。", "rejected": "本です。 "},
+    ]
+    recipe = load_recipe(make_recipe(rows, adapter="hh_rlhf", kind="dpo"))
+    summary = run_recipe(recipe, tmp_path / "out", InlineExecutor(), show_progress=False)
+    assert summary.statuses["written"] == 1
+    rows = {r["row_id"]: r for r in read_manifest(tmp_path / "out" / "manifest.parquet").to_pylist()}
+    assert rows["ok"]["status"] == "written"
+    assert {row_id: (r["status"], r["reason"]) for row_id, r in rows.items() if row_id != "ok"} == {
+        "empty": ("rejected", "chosen is empty"),
+        "dots": ("rejected", "rejected has no words (punctuation only)"),
+        "same": ("rejected", "chosen and rejected are identical"),
+    }
+    assert validate_output(tmp_path / "out").ok
+
+
 def test_dpo_kind_needs_sources_with_replies(make_recipe):
     with pytest.raises(RecipeError, match="kind 'dpo' needs chosen and rejected replies; sources \\['src'\\]"):
         load_recipe(make_recipe(), ["kind=dpo"])
