@@ -37,6 +37,7 @@ class Options(BaseModel):
 class Backend:
     name = "latency-tts-double"
     sample_rate = 24000
+    deterministic = False  # it stands in for a sampling model (CosyVoice): failed renders are retried as there
 
     def __init__(self, latency_seconds: float, seconds_per_char: float, max_chars: int, calls_dir: str | None):
         self.latency_seconds = latency_seconds

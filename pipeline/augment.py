@@ -4,17 +4,22 @@ Only the user channel (right) changes: a gain, noise from a folder of recordings
 signal-to-noise ratio, and an echo of the assistant channel (a user's microphone picks up the
 model's own voice). The assistant channel, which the model learns to speak, stays clean. Every
 value drawn is returned for the sample JSON.
+
+Nothing is clipped: when gain, echo and noise take the user channel's peak over -1 dBFS, the whole
+channel is scaled down to it (speech, echo and noise alike, so the drawn ratios hold), and that
+gain is recorded as `peak_limit_db` (0 when the peak stayed under).
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from .audio import resample
+from .audio import PEAK_CEILING, resample
 from .recipe import AugmentConfig
 
 ASSISTANT, USER = 0, 1
@@ -66,4 +71,8 @@ def augment_user_channel(stereo: np.ndarray, sample_rate: int, config: AugmentCo
         if speech > 0 and level > 0:
             user += noise * (speech / level) / 10 ** (snr_db / 20)
         applied["noise"] = {"file": path.name, "snr_db": round(snr_db, 3)}
+    peak = float(np.max(np.abs(user))) if user.size else 0.0
+    limit = min(1.0, PEAK_CEILING / peak) if peak > 0 else 1.0
+    user *= limit
+    applied["peak_limit_db"] = round(20 * math.log10(limit), 3)
     return applied

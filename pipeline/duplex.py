@@ -8,6 +8,9 @@ finished (`duplex.overlap`). Inside the other's longer turns the listener says a
 one generator seeded by the sample's seed, so a key and seed always give the same plan; every
 event is recorded in the sample JSON, and each channel is checked with a voice-activity detector
 against the plan before the sample is kept.
+
+Turns and aizuchi alike pass the render stage's loudness normalization (`render.loudness_lufs`),
+so both voices and their backchannels are level-matched; nothing on either channel is clipped.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .audio import to_int16
+from .audio import peak_safe, to_int16
 from .augment import augment_user_channel
 from .diarize import activity_outside, speech_segments
 from .keys import derived_int
@@ -248,7 +251,9 @@ class DuplexComposer:
             self._check_channels(stereo, events)
         augmentation = None
         if self.config.augment.enabled:
-            augmentation = augment_user_channel(stereo, self.rate, self.config.augment, rng)
+            augmentation = augment_user_channel(stereo, self.rate, self.config.augment, rng)  # peak-safe itself
+        for channel in CHANNELS.values():  # each utterance is under the ceiling and none share a channel: a guard
+            stereo[:, channel] = peak_safe(stereo[:, channel])
         return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation)
 
     def _on_a_sample(self, seconds: float) -> float:

@@ -64,7 +64,8 @@ class ModelActor:
 
     def info(self) -> dict:
         model = self.model
-        facts = {name: getattr(model, name) for name in ("sample_rate", "max_chars") if hasattr(model, name)}
+        names = ("sample_rate", "max_chars", "deterministic")
+        facts = {name: getattr(model, name) for name in names if hasattr(model, name)}
         return {"name": model.name, "describe": model.describe(), **facts}
 
     def call(self, method: str, *args):
@@ -142,6 +143,10 @@ class ActorPoolBackend(ActorPoolModel):
     @property
     def max_chars(self) -> int:
         return self._info["max_chars"]
+
+    @property
+    def deterministic(self) -> bool:
+        return bool(self._info.get("deterministic", False))
 
     def synthesize(self, text: str, speaker: Speaker, seed: int) -> np.ndarray:
         return self.call("synthesize", text, speaker, seed)

@@ -5,13 +5,22 @@ a wrong level, dropped words or a runaway (too few or too many morae per second)
 the wrong voice. Each check measures one of these and says what is wrong by the recipe's
 thresholds (`qc.*`). The render stage calls the gate after every attempt: a failing utterance is
 rendered again with another seed, and after `render.max_attempts` the row is rejected with the
-check and its score. The scores of the kept utterance go into the sample JSON (per turn) and the
-manifest (per sample), where `koe run --where` can select on them later.
+check and its score (at once for a deterministic backend, whose re-render would be the same). The
+scores of the kept utterance go into the sample JSON (per turn) and the manifest (per sample), where
+`koe run --where` can select on them later.
+
+Short speech (under `qc.min_seconds_for_model_checks`, 1 s) is measured but not judged by the
+checks that need more of it: DNSMOS and speaker similarity when less speech is heard, pace when the
+reading predicts less (one or two morae are a few VAD frames: their pace is the detector's edges).
+In an utterance whose reading predicts under that, silero-vad often hears nothing in a hummed うん;
+there the audible sound counts as the speech, so only true silence fails. The turn's `skipped`
+score names the checks not judged ("vad" when the audible sound stood in for silero-vad).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,14 +29,21 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
-from .audio import resample
+from .audio import Leveled, normalize_loudness, resample
+from .readings import estimate_seconds
 from .recipe import QCConfig
 from .speakers import Speaker
 
 QC_RATE = 16000  # silero-vad, DNSMOS and resemblyzer all listen at 16 kHz
 SMALL_KANA = set("ャュョァィゥェォヮ")
 SPEAKER_EXCERPT_SECONDS = 6.0  # of the middle of an utterance, for the speaker check
+SPEAKER_LUFS = -23.0  # both sides of the speaker check are measured at this loudness
 REFERENCE_TEXT = "今日はいい天気ですね。少し散歩に出かけてみましょうか。"  # rendered as the voice's reference
+FLAT_TOP = 0.999  # of the peak: a sample this close to it is on a flat top
+SILENT_PEAK = 1e-3  # a quieter utterance has no tops to speak of
+AUDIBLE_FRAME_SECONDS = 0.01
+AUDIBLE_FLOOR_DBFS = -60.0  # quieter frames are silence ...
+AUDIBLE_RANGE_DB = 30.0  # ... and so are frames this far under the loudest one
 
 
 def morae(reading: str) -> int:
@@ -62,9 +78,14 @@ class Utterance:
 
 
 class Check(Protocol):
-    """Measures an utterance (scores named `<check>_<what>`), then judges the scores by the recipe."""
+    """Measures an utterance (scores named `<check>_<what>`), then judges the scores by the recipe.
+
+    `needs_speech` says what must last `qc.min_seconds_for_model_checks` for the verdict to count:
+    the speech heard ("heard"), the speech the reading predicts ("predicted"), or nothing (None).
+    """
 
     name: str
+    needs_speech: str | None
 
     def measure(self, utterance: Utterance) -> dict[str, float]: ...
 
@@ -75,6 +96,7 @@ class SilenceCheck:
     """silero-vad: where speech starts and ends (the rest is trimmed) and the longest pause inside."""
 
     name = "silence"
+    needs_speech = None
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         segments = utterance.segments
@@ -97,22 +119,32 @@ class SilenceCheck:
 
 
 class LevelCheck:
-    """Clipping, DC offset and loudness: numbers any player would notice."""
+    """Clipping, DC offset and loudness: numbers any player would notice.
+
+    Clipping is measured as flat tops: the share of samples within 0.1% of the utterance's own peak.
+    Audio is scaled (never clipped) before it is judged, so a render the backend clipped shows its
+    flat tops at whatever level it was scaled to; natural speech has a handful of such samples
+    (at most 0.012% of an OpenJTalk render, measured over the bank), clipped speech percents.
+    """
 
     name = "level"
+    needs_speech = None
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         audio = utterance.audio.astype(np.float64)
+        magnitude = np.abs(audio)
         rms = math.sqrt(float(np.mean(audio**2))) if audio.size else 0.0
+        peak = float(magnitude.max()) if audio.size else 0.0
+        flat = float(np.mean(magnitude >= FLAT_TOP * peak)) if peak > SILENT_PEAK else 0.0
         return {
-            "clipped_share": round(float(np.mean(np.abs(audio) >= 0.999)) if audio.size else 0.0, 6),
+            "clipped_share": round(flat, 6),
             "dc_offset": round(abs(float(np.mean(audio))) if audio.size else 0.0, 6),
             "rms_dbfs": round(20 * math.log10(rms) if rms > 0 else -120.0, 2),
         }
 
     def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
         if scores["clipped_share"] > config.max_clipped_share:
-            return f"clipped ({scores['clipped_share']:.2%} of samples at full scale)"
+            return f"clipped ({scores['clipped_share']:.2%} of samples at the peak)"
         if scores["dc_offset"] > config.max_dc_offset:
             return f"DC offset {scores['dc_offset']:.3f}"
         low, high = config.rms_dbfs
@@ -125,6 +157,7 @@ class PaceCheck:
     """Morae per second of speech: too slow is a runaway or stray sound, too fast is dropped words."""
 
     name = "pace"
+    needs_speech = "predicted"
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         seconds = sum(b - a for a, b in utterance.segments)
@@ -154,6 +187,7 @@ class QualityCheck:
     (about 210 ms per 9 s window) only with `qc.dnsmos_full`, so QC stays a small part of a render."""
 
     name = "dnsmos"
+    needs_speech = "heard"
 
     def __init__(self, full: bool):
         self.full = full
@@ -176,21 +210,29 @@ class QualityCheck:
         return None
 
 
+def voice_embedding(audio: np.ndarray) -> np.ndarray:
+    """resemblyzer's embedding of 16 kHz audio brought to `SPEAKER_LUFS` first: its features are mel power
+    without a log, so a level change alone moves the cosine (a tenth of the amplitude: 0.92 -> 0.68)."""
+    from .diarize import voice_encoder
+
+    leveled = normalize_loudness(audio, QC_RATE, SPEAKER_LUFS).audio
+    return voice_encoder().embed_utterance(leveled)
+
+
 class SpeakerCheck:
-    """resemblyzer: cosine similarity to the assigned speaker's reference voice."""
+    """resemblyzer: cosine similarity to the assigned speaker's reference voice, both at one loudness."""
 
     name = "speaker"
+    needs_speech = "heard"
 
     def __init__(self, reference: ReferenceVoices):
         self.reference = reference
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
-        from .diarize import voice_encoder
-
         heard = utterance.at_qc_rate
         excerpt = int(SPEAKER_EXCERPT_SECONDS * QC_RATE)  # a voice is known from a few seconds; cost stays flat
         start = max(0, (heard.size - excerpt) // 2)
-        embedding = voice_encoder().embed_utterance(heard[start : start + excerpt])
+        embedding = voice_embedding(heard[start : start + excerpt])
         return {"similarity": round(float(np.dot(embedding, self.reference.embedding(utterance.speaker))), 4)}
 
     def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
@@ -221,6 +263,7 @@ class TranscriptCheck:
     kanji spelled another way is no error)."""
 
     name = "asr"
+    needs_speech = None
 
     def __init__(self, transcribe):
         self.transcribe = transcribe  # 16 kHz float32 audio -> text
@@ -249,22 +292,38 @@ class ReferenceVoices:
 
     def embedding(self, speaker: Speaker) -> np.ndarray:
         if speaker.id not in self._cache:
-            from .diarize import voice_encoder
-
             if speaker.reference_audio:
                 audio, rate = sf.read(Path(speaker.reference_audio), dtype="float32", always_2d=True)
                 audio = audio.mean(axis=1)
             else:
                 audio, rate = self.synthesize(REFERENCE_TEXT, speaker)
-            self._cache[speaker.id] = voice_encoder().embed_utterance(resample(audio, rate, QC_RATE))
+            self._cache[speaker.id] = voice_embedding(resample(audio, rate, QC_RATE))
         return self._cache[speaker.id]
 
 
 @dataclass
 class Verdict:
-    audio: np.ndarray  # trimmed to the speech, with `qc.edge_seconds` kept on both sides
-    scores: dict[str, float]
+    audio: np.ndarray  # trimmed to the speech, with `qc.edge_seconds` kept on both sides (and leveled)
+    scores: dict[str, float | str]  # `<check>_<what>` numbers, and `skipped`: the checks not judged
     problem: str | None  # "<check>: <why>", or None when every check passed
+    gain_db: float = 0.0  # applied by `level` to the trimmed audio
+
+
+def audible_segments(audio: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:
+    """From the first to the last audible 10 ms frame (over -60 dBFS and within 30 dB of the loudest), or none.
+
+    Stands in for silero-vad on short utterances it does not hear (a hummed うん): true silence stays silent.
+    """
+    frame = int(AUDIBLE_FRAME_SECONDS * sample_rate)
+    count = audio.size // frame
+    if count == 0:
+        return []
+    power = np.mean(np.square(audio[: count * frame].reshape(count, frame), dtype=np.float64), axis=1)
+    level = 10 * np.log10(np.maximum(power, 1e-20))
+    audible = np.flatnonzero((level > AUDIBLE_FLOOR_DBFS) & (level > level.max() - AUDIBLE_RANGE_DB))
+    if audible.size == 0:
+        return []
+    return [(audible[0] * frame / sample_rate, (audible[-1] + 1) * frame / sample_rate)]
 
 
 class QualityGate:
@@ -280,10 +339,29 @@ class QualityGate:
             checks.append(TranscriptCheck(transcribe or load_transcriber(config.asr_model_dir, config.asr_device)))
         self.checks = checks
 
-    def judge(self, audio: np.ndarray, sample_rate: int, reading: str, speaker: Speaker, trim: bool = True) -> Verdict:
+    def judge(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        reading: str,
+        speaker: Speaker,
+        trim: bool = True,
+        level: Callable[[np.ndarray], Leveled] | None = None,
+    ) -> Verdict:
         """Trim the utterance to its speech (unless its words are timed in it), measure it, and say the first
-        problem found (if any)."""
+        problem found (if any) by the checks that can judge speech this short (see the module docstring).
+
+        `level` (the render stage's loudness normalization) is applied to the trimmed audio before it is
+        measured, so that the scores are those of the audio kept."""
+        shortest = self.config.min_seconds_for_model_checks
+        predicted = estimate_seconds(reading) if reading else 0.0
         utterance = Utterance(audio, sample_rate, reading, speaker)
+        skipped: list[str] = []
+        if not utterance.segments and predicted < shortest:
+            utterance.speech = audible_segments(utterance.at_qc_rate, QC_RATE)
+            if utterance.speech:
+                skipped.append("vad")
+        gain_db = 0.0
         if trim and utterance.segments:  # trimmed: the speech, `edge_seconds` before and after it, and nothing else
             edge = self.config.edge_seconds
             begin = max(0, int((utterance.segments[0][0] - edge) * sample_rate))
@@ -291,14 +369,25 @@ class QualityGate:
             shift = begin / sample_rate
             heard = utterance.at_qc_rate[int(shift * QC_RATE) : int(math.ceil(end / sample_rate * QC_RATE))]
             speech = [(a - shift, b - shift) for a, b in utterance.segments]
-            utterance = Utterance(audio[begin:end], sample_rate, reading, speaker, heard=heard, speech=speech)
-        scores: dict[str, float] = {}
+            piece = audio[begin:end]
+            if level is not None:
+                leveled = level(piece)
+                piece, gain_db = leveled.audio, leveled.gain_db
+                heard = (heard * 10 ** (gain_db / 20)).astype(np.float32)  # resampling is linear: the same gain
+            utterance = Utterance(piece, sample_rate, reading, speaker, heard=heard, speech=speech)
+        heard_seconds = sum(b - a for a, b in utterance.segments)
+        too_short = {"heard": heard_seconds < shortest, "predicted": predicted < shortest, None: False}
+        scores: dict[str, float | str] = {}
         problem = None
         for check in self.checks:
             measured = check.measure(utterance)
             scores.update({f"{check.name}_{name}": value for name, value in measured.items()})
-            problem = problem or (f"{check.name}: {why}" if (why := check.problem(measured, self.config)) else None)
-        return Verdict(utterance.audio, scores, problem)
+            if too_short[check.needs_speech]:
+                skipped.append(check.name)
+            elif problem is None and (why := check.problem(measured, self.config)):
+                problem = f"{check.name}: {why}"
+        scores["skipped"] = ",".join(skipped)
+        return Verdict(utterance.audio, scores, problem, gain_db)
 
 
 SAMPLE_SCORES = {  # manifest column: (turn score, worst is the lowest?)
@@ -310,11 +399,16 @@ SAMPLE_SCORES = {  # manifest column: (turn score, worst is the lowest?)
 }
 
 
-def sample_scores(turn_scores: list[dict[str, float]]) -> dict[str, float | None]:
-    """The manifest's QC columns: each score's worst value over a sample's turns."""
+def judged(scores: dict[str, float | str], name: str) -> bool:
+    """Whether the check behind score `name` (`<check>_<what>`) judged this turn (short turns skip some)."""
+    return name in scores and name.split("_", 1)[0] not in str(scores.get("skipped", "")).split(",")
+
+
+def sample_scores(turn_scores: list[dict[str, float | str]]) -> dict[str, float | None]:
+    """The manifest's QC columns: each score's worst value over a sample's turns, of the checks that judged them."""
     columns: dict[str, float | None] = {}
     for column, (score, lowest) in SAMPLE_SCORES.items():
-        values = [scores[score] for scores in turn_scores if score in scores]
+        values = [scores[score] for scores in turn_scores if judged(scores, score)]
         columns[column] = (min(values) if lowest else max(values)) if values else None
     return columns
 
@@ -368,11 +462,13 @@ def rescore_output(directory: Path) -> list[dict[str, Any]]:
 
 
 def distributions(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Quantiles of every score over the rows, for choosing thresholds."""
-    names = [name for name in rows[0] if name not in ("key", "turn", "problem")] if rows else []
+    """Quantiles of every score over the rows whose check judged it (the thresholds apply to those), for choosing
+    thresholds."""
+    names = [name for name in rows[0] if name not in ("key", "turn", "problem", "skipped")] if rows else []
     quantiles = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
     table = {}
     for name in names:
-        values = np.array([row[name] for row in rows if name in row], dtype=np.float64)
-        table[name] = {f"p{round(q * 100)}": round(float(np.quantile(values, q)), 3) for q in quantiles}
+        values = np.array([row[name] for row in rows if judged(row, name)], dtype=np.float64)
+        if values.size:
+            table[name] = {f"p{round(q * 100)}": round(float(np.quantile(values, q)), 3) for q in quantiles}
     return table

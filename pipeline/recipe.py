@@ -173,6 +173,17 @@ class RenderConfig(_Strict):
     duration_ratio: tuple[float, float] = Field(
         default=(0.4, 2.5), description="accepted audio length / length expected from the reading (truncation, runaway)"
     )
+    loudness_lufs: float | None = Field(
+        default=-23.0,
+        le=-6,
+        ge=-50,
+        description=(
+            "integrated loudness (ITU-R BS.1770-4) every kept utterance is brought to, gain limited so the peak "
+            "stays at -1 dBFS; null leaves the backend's level. -23 LUFS (EBU R 128): TTS speech peaks 17-18 dB "
+            "over its loudness, so at -23 the limit never bites and every turn lands on the target, with headroom "
+            "left for resampling and for the duplex user channel's augmentation gain"
+        ),
+    )
 
     @field_validator("duration_ratio")
     @classmethod
@@ -270,7 +281,10 @@ class QCConfig(_Strict):
     max_pause_seconds: float = Field(default=1.5, gt=0, description="longest silence inside an utterance")
     max_clipped_share: float = Field(default=0.001, ge=0, le=1, description="of samples at full scale")
     max_dc_offset: float = Field(default=0.05, ge=0)
-    rms_dbfs: tuple[float, float] = Field(default=(-40.0, -6.0), description="accepted loudness (RMS, dBFS)")
+    rms_dbfs: tuple[float, float] = Field(
+        default=(-40.0, -6.0),
+        description="accepted level (RMS, dBFS); turns leveled to render.loudness_lufs -23 measure -26..-21",
+    )
     morae_per_second: tuple[float, float] = Field(default=(4.0, 14.0), description="accepted pace of the speech")
     dnsmos: bool = True
     dnsmos_full: bool = Field(default=False, description="also SIG/BAK/OVRL (about 10x the CPU of P.808)")
@@ -280,6 +294,16 @@ class QCConfig(_Strict):
     asr_model_dir: str | None = Field(default=None, description="local ASR model folder: the optional round trip")
     asr_device: str = Field(default="cuda", description="where the recognizer runs")
     max_cer: float = Field(default=0.15, ge=0, description="character error rate of the round trip, on readings")
+    min_seconds_for_model_checks: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "speech shorter than this is measured but not judged by DNSMOS and the speaker check (seconds heard) "
+            "nor by pace (seconds the reading predicts); in it, if silero-vad hears nothing, the audible sound counts "
+            "as speech. 1 s: on the embedded bank, correct renders with under 1 s of speech fell below the DNSMOS or "
+            "speaker threshold (one-word turns: most of them), none with more (108 turns of 1-1.5 s)"
+        ),
+    )
     _ordered = field_validator("rms_dbfs", "morae_per_second")(_ordered_range)
 
 
@@ -331,6 +355,15 @@ class Recipe(_Strict):
                 raise ValueError("kind 'captions' needs a 'captioner' section")
         elif clips:
             raise ValueError(f"sources {clips} are sound collections: use kind 'captions'")
+        return self
+
+    @model_validator(mode="after")
+    def _loudness_target_passes_the_level_check(self) -> Recipe:
+        target, (low, high) = self.render.loudness_lufs, self.qc.rms_dbfs
+        if self.qc.enabled and target is not None and not low <= target <= high:
+            raise ValueError(
+                f"render.loudness_lufs {target} lies outside qc.rms_dbfs [{low}, {high}]: leveled turns would fail it"
+            )
         return self
 
     @model_validator(mode="after")

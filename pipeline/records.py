@@ -81,7 +81,9 @@ class Turn:
     start: float | None = None  # seconds into the sample's FLAC
     end: float | None = None
     alignment: Alignment | None = None  # duplex: its words, timed in the turn's own audio until composed
-    qc: dict[str, float] | None = None  # the quality gate's scores of the kept render
+    qc: dict[str, float | str] | None = None  # the quality gate's scores of the kept render (+ `skipped` checks)
+    loudness_lufs: float | None = None  # BS.1770 loudness of the kept render as the backend gave it
+    gain_db: float | None = None  # the gain applied to it: to `render.loudness_lufs`, limited by the -1 dBFS peak
 
 
 @dataclass

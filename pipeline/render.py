@@ -1,16 +1,19 @@
 """Render: the voiced turns of one dialogue, in order, into one mono 16-bit waveform.
 
 Each turn's offsets in the waveform are written back onto the turn, so the sample JSON can say
-where every spoken turn lies in the FLAC.
+where every spoken turn lies in the FLAC. Every kept turn is brought to `render.loudness_lufs`
+(BS.1770-4, its gain limited so that the peak stays at -1 dBFS; nothing is ever clipped), and its
+measured loudness and the gain applied are written onto the turn too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from .audio import resample, to_int16
+from .audio import Leveled, normalize_loudness, resample, to_int16
 from .keys import derived_int
 from .qc import QualityGate
 from .readings import estimate_seconds
@@ -21,6 +24,8 @@ from .speakers import Speaker
 from .tts import AligningBackend, EmptyAudio, TTSBackend
 
 Aligner = Callable[[np.ndarray, int, str], Alignment]  # (audio, sample rate, spoken text) -> timed words
+EDGE_SILENCE_SECONDS = 1.0  # a backend's own silence around the speech (OpenJTalk: 0.3 s on each side)
+DETERMINISTIC = "deterministic backend: a re-render would give the same audio"
 
 
 def attempt_seed(seed: int, attempt: int) -> int:
@@ -31,13 +36,17 @@ def attempt_seed(seed: int, attempt: int) -> int:
 
 
 def implausible(seconds: float, expected: float | None, ratio: tuple[float, float]) -> str | None:
-    """Why a render's length does not fit its text (dropped words, runaway), or None."""
+    """Why a render's length does not fit its text (dropped words, runaway), or None.
+
+    The expectation is of speech; a render also holds the backend's silence around it, which
+    `EDGE_SILENCE_SECONDS` allows for: without it, a correct はい (0.3 s of speech in 1.0 s) is "too long".
+    """
     if seconds <= 0:
         return "no audio"
     if expected:
         if seconds < ratio[0] * expected:
             return f"audio too short for its text ({seconds:.1f} s, expected about {expected:.1f} s)"
-        if seconds > ratio[1] * expected:
+        if seconds > ratio[1] * expected + EDGE_SILENCE_SECONDS:
             return f"audio too long for its text ({seconds:.1f} s, expected about {expected:.1f} s)"
     return None
 
@@ -91,10 +100,19 @@ def render_turn(
     what the reading predicts catches the gross cases here, before any heavier quality check.
     With `aligned`, the turn's words are timed too (`turn.alignment`, seconds in the returned audio).
     With a `gate`, every render must also pass the quality checks; the kept one's scores are `turn.qc`.
+    Each render is leveled (`render.loudness_lufs`) before it is judged, and again once the gate has
+    trimmed it, so the gate measures, and the turn keeps, audio at the target loudness.
+    A deterministic backend (`backend.deterministic`) is rendered once: what fails, fails again.
     """
     expected = estimate_seconds(turn.reading) if turn.reading else None
+    deterministic = bool(getattr(backend, "deterministic", False))  # not said: a sampling backend
+    rate = backend.sample_rate
+
+    def level(audio: np.ndarray) -> Leveled:
+        return normalize_loudness(audio, rate, config.loudness_lufs)
+
     problem = "no audio"
-    for attempt in range(config.max_attempts):
+    for attempt in range(1 if deterministic else config.max_attempts):
         turn.seed = attempt_seed(seed, attempt)
         alignment = None
         try:
@@ -104,18 +122,28 @@ def render_turn(
                 audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed)
         except EmptyAudio:
             audio = np.zeros(0, dtype=np.float32)
-        seconds = audio.size / backend.sample_rate
+        seconds = audio.size / rate
         if alignment is not None and alignment.words:  # speech only: silence around a short aizuchi dwarfs it
             seconds = alignment.words[-1].end - alignment.words[0].start
         problem = implausible(seconds, expected, config.duration_ratio)
         if problem is None and alignment is not None and not alignment.words:
             problem = "no word could be aligned"
-        if problem is None and gate is not None:  # timed words must stay where they are: no trimming then
-            verdict = gate.judge(audio, backend.sample_rate, turn.reading or "", speaker, trim=alignment is None)
+        if problem is not None:
+            continue
+        words = alignment.words if alignment is not None else []  # duplex keeps just these: they count
+        span = (int(words[0].start * rate), int(math.ceil(words[-1].end * rate))) if words else None
+        leveled = normalize_loudness(audio, rate, config.loudness_lufs, within=span)
+        audio, gain_db = leveled.audio, leveled.gain_db
+        if gate is not None:  # timed words must stay where they are: no trimming then
+            verdict = gate.judge(audio, rate, turn.reading or "", speaker, trim=alignment is None, level=level)
             audio, problem, turn.qc = verdict.audio, verdict.problem, verdict.scores
+            gain_db += verdict.gain_db
         if problem is None:
             turn.alignment = alignment
-            return resample(audio, backend.sample_rate, sample_rate)
+            turn.loudness_lufs, turn.gain_db = round(leveled.loudness_lufs, 2), round(gain_db, 2)
+            return resample(audio, rate, sample_rate)
+    if deterministic:
+        raise Rejected(f"{problem} after 1 render ({DETERMINISTIC})")
     raise Rejected(f"{problem} after {config.max_attempts} render(s)")
 
 

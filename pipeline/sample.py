@@ -32,6 +32,8 @@ def _turn_record(turn) -> dict[str, Any]:
             start=turn.start,
             end=turn.end,
         )
+        if turn.gain_db is not None:
+            record.update(loudness_lufs=turn.loudness_lufs, gain_db=turn.gain_db)
         if turn.qc is not None:
             record["qc"] = turn.qc
     return record

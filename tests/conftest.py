@@ -75,6 +75,22 @@ def reference_bank(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def openjtalk():
+    """The embedded backend (real OpenJTalk), loaded once."""
+    from pipeline.tts import load_backend
+
+    return load_backend("openjtalk", {"max_chars": 200})
+
+
+@pytest.fixture(scope="session")
+def bank_speakers():
+    """The 20 voices of the embedded bank."""
+    from pipeline.speakers import load_bank
+
+    return load_bank(BANK).speakers
+
+
+@pytest.fixture(scope="session")
 def demo_output(tmp_path_factory) -> Path:
     """The README's demo, run once through the real CLI on local Ray with real OpenJTalk."""
     out = tmp_path_factory.mktemp("demo") / "out"

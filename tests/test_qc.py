@@ -106,6 +106,8 @@ def test_the_gate_trims_the_silence_around_the_speech(gate, good, bank):
 class BrokenFirstBackend:
     """OpenJTalk, except that the first render of each text comes out clipped (a bad seed)."""
 
+    deterministic = False  # another seed gives other audio, as a sampling backend's would
+
     def __init__(self, backend):
         self.backend, self.seen = backend, set()
         self.name, self.sample_rate, self.max_chars = backend.name, backend.sample_rate, backend.max_chars
@@ -124,7 +126,7 @@ class BrokenFirstBackend:
 def test_a_failing_render_is_rendered_again_then_rejected_with_the_check(gate, backend, bank):
     turn = Turn("user", TEXTS[1], spoken_text=TEXTS[1], tts_text=TEXTS[1], reading=kana_reading(TEXTS[1]))
     render_turn(turn, bank[0], BrokenFirstBackend(backend), 7, 24000, RenderConfig(), gate=gate)
-    assert turn.seed != 7 and turn.qc["level_clipped_share"] == 0.0  # the second seed's render was kept
+    assert turn.seed != 7 and turn.qc["level_clipped_share"] < 1e-4  # the second seed's render was kept (no flat tops)
 
     class AlwaysClipped(BrokenFirstBackend):
         def synthesize(self, text, speaker, seed):

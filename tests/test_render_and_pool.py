@@ -22,6 +22,7 @@ class ScriptedBackend:
     name = "scripted"
     sample_rate = 16000
     max_chars = 1000
+    deterministic = False  # each call gives what the script says next, as a sampling backend's seeds would
 
     def __init__(self, seconds_per_call: list[float | None]):
         self.script = list(seconds_per_call)
@@ -75,6 +76,23 @@ def test_a_render_that_never_fits_is_rejected_with_the_reason(speaker):
     backend = ScriptedBackend([60.0])
     with pytest.raises(Rejected, match="audio too long for its text"):
         render_turn(_turn(), speaker, backend, seed=1, sample_rate=16000, config=RenderConfig(max_attempts=1))
+
+
+def test_a_deterministic_backend_is_rendered_once_for_a_length_that_does_not_fit(speaker):
+    class Fixed(ScriptedBackend):
+        deterministic = True  # the same text gives the same audio, whatever the seed
+
+    backend = Fixed([0.1, 0.1, 0.1])
+    with pytest.raises(Rejected, match=r"too short .* after 1 render \(deterministic backend: a re-render would give"):
+        render_turn(_turn(), speaker, backend, seed=1, sample_rate=16000, config=RenderConfig())
+    assert backend.seeds == [1]
+
+
+def test_the_backends_silence_around_a_one_word_turn_is_not_a_runaway(speaker):
+    hai = Turn("user", "はい", tts_text="はい", reading="ハイ")  # 2 morae: about 0.27 s of speech
+    render_turn(hai, speaker, ScriptedBackend([1.0]), seed=1, sample_rate=16000, config=RenderConfig())
+    with pytest.raises(Rejected, match=r"audio too long for its text \(3\.0 s"):
+        render_turn(hai, speaker, ScriptedBackend([3.0]), seed=1, sample_rate=16000, config=RenderConfig(max_attempts=1))
 
 
 def test_backend_errors_are_not_mistaken_for_bad_renders(speaker):

@@ -19,11 +19,18 @@ class EmptyAudio(RuntimeError):
 
 
 class TTSBackend(Protocol):
-    """Text in, mono float32 audio in [-1, 1] at `sample_rate` out; nothing else is shared."""
+    """Text in, mono float32 audio in [-1, 1] at `sample_rate` out; nothing else is shared.
+
+    Audio louder than full scale is scaled down (`pipeline.audio.peak_safe`), never clipped; the
+    render stage sets the loudness.
+    """
 
     name: str
     sample_rate: int  # the backend's native rate; the render stage resamples to the recipe's
     max_chars: int  # longest text one call accepts; the speakable stage splits to fit
+    # True when the seed changes nothing (OpenJTalk): a render that fails a check is rejected at once,
+    # since a re-render would give the same audio. A backend that does not say is taken as sampling.
+    deterministic: bool
 
     def describe(self) -> dict[str, Any]:
         """Model name and version, recorded in every sample's render settings."""

@@ -45,7 +45,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..audio import resample
+from ..audio import peak_safe, resample
 from ..speakers import Speaker
 from .base import BackendSetupError, EmptyAudio
 
@@ -293,14 +293,18 @@ def join_chunks(chunks: Iterable[dict[str, Any]], what: str) -> np.ndarray:
         raise EmptyAudio(f"CosyVoice returned no audio for {what}")
     if not np.isfinite(audio).all():
         raise EmptyAudio(f"CosyVoice returned non-finite samples for {what}")
-    return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+    return peak_safe(audio.astype(np.float32, copy=False))  # over full scale: scaled down whole, never clipped
 
 
 class Backend:
     """One CosyVoice2/3 model, loaded once, shared by every call of this process (see the module docstring).
 
+    It samples (`deterministic = False`): a render that fails a check is rendered again with a new seed.
+
     `model_loader` builds the model object; tests give a double here, everything around it is real.
     """
+
+    deterministic = False
 
     def __init__(self, *, model_loader: ModelLoader = load_cosyvoice, **options: Any):
         self.options = Options.model_validate(options)

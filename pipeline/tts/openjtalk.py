@@ -1,7 +1,11 @@
 """Embedded offline TTS: OpenJTalk with its HTS voice (pyopenjtalk-plus).
 
 It ships its dictionary and one voice ("mei", CC BY 3.0), needs no GPU and no network, and is
-deterministic. The bank's 20 speakers are pitch/speed variants of that one voice.
+deterministic: the seed changes nothing, so a render that fails a check is not rendered again. The
+bank's 20 speakers are pitch/speed variants of that one voice.
+
+pyopenjtalk returns float64 samples on an int16 scale whose HTS peaks overshoot it (by up to 7.7 dB
+for おはよう in the bank's voices): they are scaled down whole to the -1 dBFS ceiling, never clipped.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..align import openjtalk_timing
+from ..audio import peak_safe
 from ..records import Alignment
 from ..speakers import Speaker
 
@@ -27,6 +32,7 @@ class Options(BaseModel):
 class Backend:
     name = "openjtalk"
     sample_rate = 48000
+    deterministic = True  # the HTS engine samples nothing: the seed is ignored
 
     def __init__(self, max_chars: int):
         import pyopenjtalk
@@ -55,5 +61,5 @@ class Backend:
     def _to_unit_scale(self, samples: np.ndarray, rate: int) -> np.ndarray:
         if rate != self.sample_rate:
             raise RuntimeError(f"pyopenjtalk returned {rate} Hz, expected {self.sample_rate} Hz")
-        # Samples are on an int16 scale and HTS peaks can overshoot it: clip before scaling.
-        return (np.clip(samples, -INT16_SCALE, INT16_SCALE - 1) / INT16_SCALE).astype(np.float32)
+        # Samples are on an int16 scale and HTS peaks can overshoot it: scale, never clip.
+        return peak_safe((samples / INT16_SCALE).astype(np.float32))
