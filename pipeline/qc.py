@@ -269,13 +269,13 @@ class TranscriptCheck:
         self.transcribe = transcribe  # 16 kHz float32 audio -> text
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
-        from rapidfuzz.distance import Levenshtein
+        """The transcript goes through the same text stage as a corpus turn (a recognizer writes digits and
+        English too), and is scored as the gold set is (`character_error_rate`: spelling variants fold)."""
+        from .readings import character_error_rate, kana_reading
+        from .speakable import make_speakable
 
-        from .readings import kana_reading
-
-        heard = kana_reading(self.transcribe(utterance.at_qc_rate))
-        expected = utterance.reading
-        return {"cer": round(Levenshtein.distance(heard, expected) / max(1, len(expected)), 4)}
+        heard = kana_reading(make_speakable(self.transcribe(utterance.at_qc_rate)))
+        return {"cer": round(character_error_rate([(heard, utterance.reading)]), 4)}
 
     def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
         if scores["cer"] > config.max_cer:
