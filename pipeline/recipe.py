@@ -279,7 +279,9 @@ class QCConfig(_Strict):
     enabled: bool = True
     edge_seconds: float = Field(default=0.1, ge=0, description="silence kept before and after the speech")
     max_pause_seconds: float = Field(default=1.5, gt=0, description="longest silence inside an utterance")
-    max_clipped_share: float = Field(default=0.001, ge=0, le=1, description="of samples at full scale")
+    max_clipped_share: float = Field(
+        default=0.001, ge=0, le=1, description="of samples on flat tops (within 0.1% of the peak): clipped, at any level"
+    )
     max_dc_offset: float = Field(default=0.05, ge=0)
     rms_dbfs: tuple[float, float] = Field(
         default=(-40.0, -6.0),
