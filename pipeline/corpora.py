@@ -222,21 +222,67 @@ def _read_local(path: Path) -> Iterator[dict[str, Any] | Rejected]:
     files = _local_files(path)
     suffixes = {Path(f).suffix for f in files}
     if suffixes <= set(LINE_FORMATS):
-        lines = load_dataset("text", data_files=files, split="train", streaming=True)
-        for record in lines:
-            line = record["text"]
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield Rejected(f"line is not valid JSON ({exc.msg})")
-                continue
-            yield row if isinstance(row, dict) else Rejected(f"line is a JSON {type(row).__name__}, expected an object")
+        for file in files:
+            with open(file, "rb") as handle:
+                for number, line in enumerate(handle):  # binary lines end at b"\n" only, as JSON Lines says
+                    if number == 0:
+                        line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark is no part of the row
+                    if line.strip():
+                        yield _json_line(line)
     elif suffixes == {".parquet"}:
         yield from load_dataset("parquet", data_files=files, split="train", streaming=True)
     else:
         raise ValueError(f"{path}: mixed or unsupported file types {sorted(suffixes)}; use .jsonl or .parquet")
+
+
+MAX_JSON_DEPTH = 64  # nesting deeper than any corpus row: a hostile line, rejected before it is parsed
+
+
+def _json_depth(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text, counted in one pass outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether any string in a parsed row holds a lone surrogate (`"\\ud800"`): not text, cannot be written."""
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_lone_surrogate, value))
+    return False
+
+
+def _json_line(line: bytes) -> dict[str, Any] | Rejected:
+    """One JSON Lines record as a row, or `Rejected` with what is wrong with it."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at {exc.start})")
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        return Rejected(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        row = json.loads(text, strict=False)  # a raw tab or CR inside a string is read as the character it is
+    except json.JSONDecodeError as exc:
+        return Rejected(f"line is not valid JSON ({exc.msg})")
+    if not isinstance(row, dict):
+        return Rejected(f"line is a JSON {type(row).__name__}, expected an object")
+    if _lone_surrogate(row):
+        return Rejected("invalid text (a lone surrogate such as \\ud800)")
+    return row
 
 
 def _read_hub(source) -> Iterator[dict[str, Any]]:

@@ -170,3 +170,48 @@ def test_parquet_source(make_recipe, tmp_path):
     items = list(iter_items(recipe.sources))
     assert [i.key for i in items] == ["src-p0", "src-p1", "src-p2", "src-p3"]
     assert count_rows(recipe.sources) == 4
+
+
+def _magpie_line(row_id: str, text: str) -> bytes:
+    import json
+
+    return json.dumps({"id": row_id, "conversations": [{"role": "user", "content": text}]}, ensure_ascii=False).encode()
+
+
+HOSTILE_LINES = [
+    (b"\xef\xbb\xbf" + _magpie_line("bom", "最初の行です。"), None),  # a byte order mark is stripped
+    (_magpie_line("bad", "壊れた") .replace("壊".encode(), b"\xff"), "not valid UTF-8 (byte 0xff at "),
+    (b'{"id": "half\\ud800", "conversations": [{"role": "user", "content": "x"}]}', "invalid text (a lone surrogate"),
+    (b'{"id": "deep", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}", "JSON nested deeper than 64 levels"),
+    (_magpie_line("cr", "一行目").replace("一行目".encode(), "一行目\r二行目".encode()), None),  # one row, not two
+    (_magpie_line("last", "最後の行です。"), None),
+]
+
+
+def test_hostile_lines_each_end_as_one_row(make_recipe, tmp_path):
+    """Bytes that are not UTF-8, lone surrogates, nesting bombs, a lone CR and a BOM: one row each, never a crash."""
+    recipe = load_recipe(make_recipe())
+    (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(line for line, _ in HOSTILE_LINES) + b"\r\n")
+    items = list(iter_items(recipe.sources))
+    assert len(items) == count_rows(recipe.sources) == len(HOSTILE_LINES)
+    for item, (_, reason) in zip(items, HOSTILE_LINES, strict=True):
+        if reason is None:
+            assert item.reject_reason is None and item.row["id"] in {"bom", "cr", "last"}
+        else:
+            assert item.reject_reason.startswith(reason), item.reject_reason
+    assert items[4].row["conversations"][0]["content"] == "一行目\r二行目"
+
+
+def test_hostile_lines_run_to_a_valid_output(make_recipe, tmp_path):
+    from pipeline.executors import InlineExecutor
+    from pipeline.manifest import read_manifest
+    from pipeline.run import run_recipe
+    from pipeline.validate import validate_output
+
+    recipe = load_recipe(make_recipe(), ["qc.enabled=false"])
+    (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(line for line, _ in HOSTILE_LINES))
+    summary = run_recipe(recipe, tmp_path / "out", InlineExecutor(), show_progress=False)
+    rows = read_manifest(tmp_path / "out" / "manifest.parquet").to_pylist()
+    assert summary.inputs == len(rows) == len(HOSTILE_LINES)
+    assert [r["status"] for r in rows] == ["written", "rejected", "rejected", "rejected", "written", "written"]
+    assert validate_output(tmp_path / "out").ok
