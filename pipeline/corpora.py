@@ -356,7 +356,7 @@ def iter_items(sources) -> Iterator[SourceItem]:
             key = sample_key(source.name, row_id)
             if key in first_seen:
                 reason = f"duplicate id {row_id!r} (first at {first_seen[key]})"
-                key = sample_key(source.name, f"{row_id}#duplicate{row_index}")
+                key = sample_key(source.name, row_id, duplicate_of_row=row_index)
             first_seen[key] = f"{source.name} row {row_index}"
             yield SourceItem(source.name, row_index, row, key, row_id, reason)
 

@@ -1,8 +1,14 @@
-"""Sample keys: stable, deterministic, and safe for WebDataset.
+"""Sample keys: stable, deterministic, unique and bounded, safe for WebDataset and plain tar headers.
 
-WebDataset splits a member name at its first dot, so a key may hold only `[A-Za-z0-9_-]`. A key is
-`<source>-<row id>`; a row id that had to be changed to fit (or is too long) gets a short digest of
-the original id so that two different ids never map to the same key.
+WebDataset splits a member name at its first dot, so a key holds only `[A-Za-z0-9_-]`. A key is
+`<source>-<row id>` when the id is already safe, short, and does not end like a digest; every
+other id (unsafe characters, too long, or shaped like `_<16 hex digits>`) becomes a readable prefix
+plus `_` and a digest of the source and the full id. So a kept id never equals a digested one, and
+two digested ids differ unless their 64-bit digests collide. A rejected duplicate gets a digest of
+the id and its row index, so it cannot take any other row's key whatever the ids are.
+
+Keys are at most `MAX_KEY_CHARS` (90): with `.flac` or `.json` a member name fits the 100
+characters of a USTAR name field, so shards need no PAX headers.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import hashlib
 import re
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
-SOURCE_NAME_PATTERN = r"^[A-Za-z0-9_]+$"
+MAX_SOURCE_CHARS = 32
+SOURCE_NAME_PATTERN = rf"^[A-Za-z0-9_]{{1,{MAX_SOURCE_CHARS}}}$"
+MAX_KEY_CHARS = 90
+DIGEST_CHARS = 16
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-MAX_ID_CHARS = 64
+_DIGESTED = re.compile(rf"_[0-9a-f]{{{DIGEST_CHARS}}}$")
 
 
 def digest(text: str, chars: int = 10) -> str:
@@ -26,11 +35,15 @@ def derived_int(*parts: object, size: int = 4) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:size], "big")
 
 
-def sample_key(source: str, row_id: str) -> str:
+def sample_key(source: str, row_id: str, duplicate_of_row: int | None = None) -> str:
+    """The key of row `row_id` of `source`; `duplicate_of_row`: the row index of a repeated id (rejected)."""
+    room = MAX_KEY_CHARS - len(source) - 1
     safe = _UNSAFE.sub("_", row_id)
-    if safe != row_id or len(safe) > MAX_ID_CHARS or not safe:
-        safe = f"{safe[: MAX_ID_CHARS - 11]}_{digest(row_id)}".lstrip("_")
-    return f"{source}-{safe}"
+    if duplicate_of_row is None and safe == row_id and 0 < len(row_id) <= room and not _DIGESTED.search(row_id):
+        return f"{source}-{row_id}"
+    identity = "\x00".join([source, row_id] + ([] if duplicate_of_row is None else ["duplicate", str(duplicate_of_row)]))
+    tail = digest(identity, DIGEST_CHARS)
+    return f"{source}-{safe[: room - DIGEST_CHARS - 1]}_{tail}"
 
 
 def is_valid_key(key: str) -> bool:

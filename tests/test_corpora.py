@@ -215,3 +215,26 @@ def test_hostile_lines_run_to_a_valid_output(make_recipe, tmp_path):
     assert summary.inputs == len(rows) == len(HOSTILE_LINES)
     assert [r["status"] for r in rows] == ["written", "rejected", "rejected", "rejected", "written", "written"]
     assert validate_output(tmp_path / "out").ok
+
+
+def test_an_id_shaped_like_a_duplicate_marker_keeps_its_own_key(make_recipe, tmp_path):
+    from pipeline.executors import InlineExecutor
+    from pipeline.run import run_recipe
+    from pipeline.validate import validate_output
+
+    turn = [{"role": "user", "content": "こんにちは。"}]
+    rows = [{"id": "a", "conversations": turn}] * 2 + [{"id": "a#duplicate1", "conversations": turn}]
+    rows += [{"id": "x" * 300, "conversations": turn}]
+    recipe = load_recipe(make_recipe(rows), ["qc.enabled=false", "sources.0.name=" + "s" * 32])
+    items = list(iter_items(recipe.sources))
+    assert len({i.key for i in items}) == 4 and all(len(i.key) <= 90 for i in items)
+    summary = run_recipe(recipe, tmp_path / "out", InlineExecutor(), show_progress=False)
+    assert summary.statuses["written"] == 3 and summary.statuses["rejected"] == 1
+    assert validate_output(tmp_path / "out").ok
+
+
+def test_a_long_source_name_is_a_recipe_error(make_recipe):
+    from pipeline.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="sources"):
+        load_recipe(make_recipe(), ["sources.0.name=" + "s" * 40])
