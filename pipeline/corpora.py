@@ -173,7 +173,7 @@ class Adapter:
             role = message.get(m.role_key)
             if role == "system":
                 continue
-            if role not in ROLES:
+            if not isinstance(role, str) or role not in ROLES:
                 raise Rejected(f"turn {number} has unknown role {role!r}")
             turns.append(Turn(ROLES[role], _text_field(message.get(m.content_key), f"turn {number} content")))
         return turns
