@@ -67,7 +67,11 @@ def prepare_dialogue(item: SourceItem, recipe: Recipe, adapter: Adapter, tts_rea
     if recipe.kind == "dpo":
         dialogue.extra = {"chosen": parsed.chosen, "rejected": parsed.rejected}
     roles = VOICED_ROLES[recipe.kind]
+    started = time.perf_counter()
     prepare_turns(dialogue, roles, recipe.text.max_turn_chars, kana_reading, tts_reads_kana)
+    took = time.perf_counter() - started
+    if took > recipe.text.max_stage_seconds:  # the stage is linear in its input; this guards what is not foreseen
+        raise Rejected(f"text stage took {took:.1f} s > {recipe.text.max_stage_seconds:g} s")
     estimate = estimated_seconds(dialogue, roles, recipe.render.turn_gap_seconds)
     if estimate > recipe.text.max_sample_seconds:  # caught from the readings, before any render time is spent
         raise Rejected(f"too long to speak (about {estimate:.0f} s > {recipe.text.max_sample_seconds:g} s)")

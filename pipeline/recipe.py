@@ -110,6 +110,9 @@ class SpeakersConfig(_Strict):
 class TextConfig(_Strict):
     max_turn_chars: int = Field(default=600, gt=0, description="longer spoken turns are rejected")
     max_sample_seconds: float = Field(default=120.0, gt=0, description="longer samples are rejected")
+    max_stage_seconds: float = Field(
+        default=5.0, gt=0, description="a row whose text stage took longer is rejected (it is linear: a guard)"
+    )
 
 
 class ModelStageConfig(_Strict):

@@ -238,3 +238,16 @@ def test_a_long_source_name_is_a_recipe_error(make_recipe):
 
     with pytest.raises(RecipeError, match="sources"):
         load_recipe(make_recipe(), ["sources.0.name=" + "s" * 40])
+
+
+def test_a_row_over_the_text_stage_budget_is_rejected_with_its_time(make_recipe, tmp_path):
+    from pipeline.executors import InlineExecutor
+    from pipeline.manifest import read_manifest
+    from pipeline.run import run_recipe
+
+    rows = [{"id": "slow", "conversations": [{"role": "user", "content": "今日は10分だけ歩きました。"}]}]
+    recipe = load_recipe(make_recipe(rows), ["text.max_stage_seconds=1e-9"])
+    run_recipe(recipe, tmp_path / "out", InlineExecutor(), show_progress=False)
+    (row,) = read_manifest(tmp_path / "out" / "manifest.parquet").to_pylist()
+    assert row["status"] == "rejected" and row["reason"].startswith("text stage took ")
+    assert row["reason"].endswith(" s > 1e-09 s")
