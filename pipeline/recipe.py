@@ -407,7 +407,12 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. tts.sample_rate=16000")
     dotted, raw = text.split("=", 1)
-    return dotted.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise RecipeError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+    return dotted.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:

@@ -115,3 +115,8 @@ def test_fingerprint_follows_the_bank_content_not_its_path(make_recipe, tmp_path
     assert load_recipe(path, [f"speakers.bank={copy / 'bank.yaml'}"]).fingerprint() == original
     sf.write(copy / "s1.wav", 0.2 * np.sin(np.arange(24000 * 4) / 5), 24000)  # a re-recorded voice
     assert load_recipe(path, [f"speakers.bank={copy / 'bank.yaml'}"]).fingerprint() != original
+
+
+def test_a_set_value_that_is_not_yaml_is_a_recipe_error():
+    with pytest.raises(RecipeError, match=r"--set 'output.rows_per_shard=\[1': the value is not valid YAML"):
+        load_recipe(DEMO_RECIPE, ["output.rows_per_shard=[1"])
