@@ -206,7 +206,7 @@ def make_adapter(source) -> Adapter | ClipAdapter:
     return ClipAdapter() if source.adapter in CLIP_ADAPTERS else Adapter(source.mapping)
 
 
-def _local_files(path: Path) -> list[str]:
+def local_files(path: Path) -> list[str]:
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*") if p.suffix in LINE_FORMATS + (".parquet",))
     else:
@@ -219,7 +219,7 @@ def _local_files(path: Path) -> list[str]:
 def _read_local(path: Path) -> Iterator[dict[str, Any] | Rejected]:
     from datasets import load_dataset
 
-    files = _local_files(path)
+    files = local_files(path)
     suffixes = {Path(f).suffix for f in files}
     if suffixes <= set(LINE_FORMATS):
         for file in files:
@@ -367,7 +367,7 @@ def count_rows(sources) -> int | None:
     for source in sources:
         if not source.local_path or source.adapter in CLIP_ADAPTERS:
             return None
-        for file in _local_files(source.local_path):
+        for file in local_files(source.local_path):
             if file.endswith(".parquet"):
                 import pyarrow.parquet as pq
 

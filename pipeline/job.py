@@ -43,6 +43,7 @@ class ShardJob:
     name: str
     items: tuple[SourceItem, ...]
     selected: frozenset[str] | None = None  # regeneration: only these keys are made anew, the rest kept
+    recipe_fingerprint: str = ""  # the driver's, written into the completion record (it covers a local corpus)
 
 
 def sample_seed(recipe_seed: int, key: str, generation: int = 0) -> int:
@@ -279,7 +280,7 @@ def process_shard(
         samples=writer.samples,
         tar_bytes=tar_bytes,
         tar_sha256=tar_sha,
-        recipe_fingerprint=recipe.fingerprint(),
+        recipe_fingerprint=job.recipe_fingerprint,
     )
     record.write(output.done_path(job.name))
     return record

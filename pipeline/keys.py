@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
+from pathlib import Path
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_SOURCE_CHARS = 32
@@ -27,6 +29,20 @@ _DIGESTED = re.compile(rf"_[0-9a-f]{{{DIGEST_CHARS}}}$")
 
 def digest(text: str, chars: int = 10) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:chars]
+
+
+def files_digest(paths: list[Path]) -> str:
+    """sha256 of the files' bytes, in order; cached on their sizes and modification times, so an
+    unchanged file is read once per process and an edited one is always noticed."""
+    return _files_digest(tuple((Path(p), Path(p).stat().st_mtime_ns, Path(p).stat().st_size) for p in paths))
+
+
+@lru_cache(maxsize=16)
+def _files_digest(files: tuple[tuple[Path, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for path, _, _ in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def derived_int(*parts: object, size: int = 4) -> int:

@@ -94,6 +94,16 @@ class SourceConfig(_Strict):
         """The resolved local copy, or None for a Hub dataset."""
         return self._local_path
 
+    def content_digest(self) -> str | None:
+        """The bytes of a local corpus (its .jsonl/.parquet files), so that an edited file is a new recipe
+        whose shards are redone; None for a Hub corpus (its pinned revision says it) or a sound collection."""
+        from .corpora import CLIP_ADAPTERS, local_files
+        from .keys import files_digest
+
+        if self.local_path is None or self.adapter in CLIP_ADAPTERS:
+            return None
+        return files_digest([Path(f) for f in local_files(self.local_path)])
+
 
 class SpeakersConfig(_Strict):
     bank: Path = Field(description="speaker bank YAML (relative to the recipe)")
@@ -400,6 +410,8 @@ class Recipe(_Strict):
         content = self.model_dump(mode="json", exclude=unused)
         if self.speakers:
             content["speakers"]["bank"] = bank_digest(self.speakers.bank)
+        for source, dumped in zip(self.sources, content["sources"], strict=True):
+            dumped["content"] = source.content_digest()
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

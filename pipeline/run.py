@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from .select import Selection, select_keys
 from .shards import DoneRecord, Output, atomic_write_bytes, file_sha256, shard_name
 from .speakers import check_bank, load_bank
 from .tts import load_backend, needs_reference_audio
+
+logger = logging.getLogger(__name__)
 
 
 class OutputConflict(RuntimeError):
@@ -73,21 +76,30 @@ def plan_jobs(recipe: Recipe, limit: int | None) -> Iterator[ShardJob]:
     items = iter_items(recipe.sources)
     if limit is not None:
         items = itertools.islice(items, limit)
+    fingerprint = recipe.fingerprint()
     for index in itertools.count():
         chunk = tuple(itertools.islice(items, recipe.output.rows_per_shard))
         if not chunk:
             return
-        yield ShardJob(index=index, name=shard_name(recipe.name, index), items=chunk)
+        yield ShardJob(index=index, name=shard_name(recipe.name, index), items=chunk, recipe_fingerprint=fingerprint)
 
 
-def is_complete(output: Output, job: ShardJob) -> bool:
-    """A shard counts as done only if its record matches this plan and its tar is intact (checksum)."""
+def is_complete(output: Output, job: ShardJob, fingerprint: str | None) -> bool:
+    """A shard counts as done only if its record matches this plan and this recipe (`fingerprint`, which
+    covers a local corpus's bytes; None accepts any: `--force` with a selection) and its tar is intact.
+
+    An unreadable record is no record: the shard is redone, and the file is named in a warning."""
     done, tar = output.done_path(job.name), output.tar_path(job.name)
     if not (done.is_file() and tar.is_file() and output.part_path(job.name).is_file()):
         return False
-    record = DoneRecord.read(done)
+    try:
+        record = DoneRecord.read(done)
+    except ValueError as exc:
+        logger.warning("%s: the shard is redone", exc)
+        return False
     return (
-        record.rows == len(job.items)
+        fingerprint in (None, record.recipe_fingerprint)
+        and record.rows == len(job.items)
         and record.first_key == job.items[0].key
         and record.tar_bytes == tar.stat().st_size
         and record.tar_sha256 == file_sha256(tar)
@@ -204,13 +216,14 @@ def run_recipe(
         bar.update(len(rows))
 
     planned: list[str] = []
+    fingerprint = recipe.fingerprint()
 
     def pending_jobs() -> Iterator[ShardJob]:
         for job in plan_jobs(recipe, plan_limit):
             planned.append(job.name)
             shards_bar.update(1)
             redo_all = force and regeneration is None
-            if not redo_all and is_complete(output, job):
+            if not redo_all and is_complete(output, job, None if force else fingerprint):
                 remake = regeneration.job(job) if regeneration else None
                 if remake is None:
                     summary.shards_skipped += 1
@@ -224,7 +237,7 @@ def run_recipe(
 
     atomic_write_bytes(
         output.run_path,
-        json.dumps({"recipe_fingerprint": recipe.fingerprint(), "state": "running"}, indent=1).encode(),
+        json.dumps({"recipe_fingerprint": fingerprint, "state": "running"}, indent=1).encode(),
     )
     started = time.perf_counter()
     try:

@@ -92,7 +92,11 @@ class DoneRecord:
 
     @classmethod
     def read(cls, path: Path) -> DoneRecord:
-        return cls(**json.loads(path.read_text()))
+        """The record in `path`; `ValueError` naming the file when it is empty, not JSON or not a record."""
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"{path}: unreadable completion record ({type(exc).__name__}: {exc})") from None
 
     def write(self, path: Path) -> None:
         atomic_write_bytes(path, json.dumps(asdict(self), indent=1).encode())

@@ -7,14 +7,12 @@ its `transcript`; the embedded OpenJTalk backend has one HTS voice, so each spea
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .keys import KEY_PATTERN, derived_int
+from .keys import KEY_PATTERN, derived_int, files_digest
 
 
 class OpenJTalkVoice(BaseModel):
@@ -47,22 +45,13 @@ class SpeakerBank(BaseModel):
         raise KeyError(speaker_id)
 
 
-@lru_cache(maxsize=8)
-def _files_digest(files: tuple[tuple[Path, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for path, _, _ in files:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def bank_digest(path: Path) -> str:
     """What the bank says and the recordings it names: the same wherever the bank is copied to.
 
     Cached on the files' sizes and modification times, so unchanged recordings are read once.
     """
     files = [path] + [s.reference_audio for s in load_bank(path).speakers if s.reference_audio]
-    present = tuple((f, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file())
-    return _files_digest(present)
+    return files_digest([f for f in files if f.is_file()])
 
 
 def load_bank(path: Path) -> SpeakerBank:

@@ -118,9 +118,13 @@ def validate_output(directory: Path) -> Report:
         report.shards += 1
         done = output.done_path(tar.stem)
         if done.is_file():
-            record = DoneRecord.read(done)
-            if file_sha256(tar) != record.tar_sha256:
-                report.problems.append(f"{tar.name}: checksum differs from its completion record")
+            try:
+                record = DoneRecord.read(done)
+            except ValueError as exc:
+                report.problems.append(str(exc))
+            else:
+                if file_sha256(tar) != record.tar_sha256:
+                    report.problems.append(f"{tar.name}: checksum differs from its completion record")
         else:
             report.problems.append(f"{tar.name}: no completion record")
         _check_shard(tar, written, found, report)
