@@ -98,12 +98,31 @@ def _check_shard(tar: Path, written: dict[str, dict], found: set[str], report: R
         report.problems.append(f"{tar.name}: unreadable tar ({type(exc).__name__}: {exc})")
 
 
+def _check_run_record(output: Output, report: Report) -> None:
+    """An output is whole only when its run finished: `run.json` says `complete`, else which shards failed."""
+    try:
+        record = json.loads(output.run_path.read_text(encoding="utf-8"))
+        state = record["state"]
+    except FileNotFoundError:
+        report.problems.append(f"{output.run_path}: missing (no finished run wrote this output)")
+        return
+    except (ValueError, TypeError, KeyError) as exc:
+        report.problems.append(f"{output.run_path}: unreadable run record ({type(exc).__name__}: {exc})")
+        return
+    if state == "running":
+        report.problems.append(f"{output.run_path}: the run did not finish (interrupted or still running)")
+    elif state != "complete":
+        failed = ", ".join(record.get("shards_failed") or []) or "unknown"
+        report.problems.append(f"{output.run_path}: the run is {state}; shards whose task failed: {failed}")
+
+
 def validate_output(directory: Path) -> Report:
     output = Output(Path(directory))
     report = Report()
     if not output.manifest_path.is_file():
         report.problems.append(f"{output.manifest_path}: missing (was the run finished?)")
         return report
+    _check_run_record(output, report)
     table = read_manifest(output.manifest_path)
     written = _check_manifest(table, report)
     shard_names = sorted({row["shard"] for row in written.values()})

@@ -58,3 +58,19 @@ def test_an_unreadable_completion_record_is_no_record(make_recipe, tmp_path, gar
     summary, _ = _run(path, out)
     assert summary.shards_skipped == 1  # the other shard is kept, this one redone
     assert validate_output(out).ok
+
+
+def test_validate_fails_an_output_whose_run_did_not_finish(make_recipe, tmp_path):
+    import json
+
+    path, out = make_recipe(ROWS), tmp_path / "out"
+    _run(path, out)
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({"recipe_fingerprint": record["recipe_fingerprint"], "state": "running"}))
+    assert any("the run did not finish" in p for p in validate_output(out).problems)
+    (out / "run.json").write_text(json.dumps({**record, "state": "incomplete", "shards_failed": ["t-000001"]}))
+    assert any(p.endswith("shards whose task failed: t-000001") for p in validate_output(out).problems)
+    (out / "run.json").write_text("")
+    assert any("unreadable run record" in p for p in validate_output(out).problems)
+    (out / "run.json").unlink()
+    assert any("run.json: missing" in p for p in validate_output(out).problems)
