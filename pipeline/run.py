@@ -135,7 +135,11 @@ class Regeneration:
 def _check_recipe(output: Output, recipe: Recipe, force: bool) -> None:
     if not output.run_path.is_file() or force:
         return
-    previous = json.loads(output.run_path.read_text()).get("recipe_fingerprint")
+    try:
+        previous = json.loads(output.run_path.read_text(encoding="utf-8")).get("recipe_fingerprint")
+    except (ValueError, AttributeError) as exc:  # empty, garbage or not an object: as if missing
+        logger.warning("%s: unreadable run record (%s), taken as missing; each shard is checked", output.run_path, exc)
+        return
     if previous != recipe.fingerprint():
         raise OutputConflict(
             f"{output.root} holds output of a different recipe (fingerprint {previous}, now {recipe.fingerprint()}); "

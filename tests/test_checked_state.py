@@ -74,3 +74,13 @@ def test_validate_fails_an_output_whose_run_did_not_finish(make_recipe, tmp_path
     assert any("unreadable run record" in p for p in validate_output(out).problems)
     (out / "run.json").unlink()
     assert any("run.json: missing" in p for p in validate_output(out).problems)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"[1, 2]", b"{oops"])
+def test_an_unreadable_run_json_is_taken_as_missing(make_recipe, tmp_path, garbage):
+    path, out = make_recipe(ROWS), tmp_path / "out"
+    _run(path, out)
+    (out / "run.json").write_bytes(garbage)
+    summary, _ = _run(path, out)
+    assert summary.shards_skipped == 2  # each shard's own record still matched
+    assert validate_output(out).ok
