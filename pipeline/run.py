@@ -119,6 +119,8 @@ class Regeneration:
             raise ValueError(f"{output.root}: nothing to regenerate yet (no manifest.parquet): run it first")
         table = read_manifest(output.manifest_path)
         chosen = set(select_keys(table, selection))
+        if not chosen:
+            raise ValueError(f"{output.root}: the selection matches no row of its manifest ({table.num_rows} rows)")
         current = dict(zip(table.column("key").to_pylist(), table.column("generation").to_pylist(), strict=True))
         return cls({key: (current[key] or 0) + 1 for key in chosen}, table.num_rows)
 

@@ -28,7 +28,11 @@ class Selection:
     def all_ids(self) -> set[str]:
         ids = set(self.ids)
         if self.ids_file:
-            ids |= {line.strip() for line in self.ids_file.read_text().splitlines() if line.strip()}
+            try:
+                lines = self.ids_file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"--ids-file {self.ids_file}: cannot be read ({type(exc).__name__}: {exc})") from None
+            ids |= {line.strip() for line in lines if line.strip()}
         return ids
 
 

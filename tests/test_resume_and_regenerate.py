@@ -159,3 +159,15 @@ def test_regenerating_by_query_and_source(clean_run, tmp_path):
 def test_regenerating_needs_an_output(tmp_path):
     result = _demo_run(tmp_path / "nothing", "--ids", "x", check=False)
     assert result.returncode == 2 and "nothing to regenerate yet" in result.stderr
+
+
+def test_a_selection_that_matches_nothing_says_so(demo_copy):
+    for flags in (["--ids", "no-such-row"], ["--where", "duration > 99999"], ["--ids", "no-such-row", "--dry-run"]):
+        result = koe("run", "recipes/demo.yaml", "--output", str(demo_copy), *flags, check=False)
+        assert result.returncode == 2, flags
+        assert "the selection matches no row of its manifest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_ids_file_is_one_line(demo_copy, tmp_path):
+    result = koe("run", "recipes/demo.yaml", "--output", str(demo_copy), "--ids-file", str(tmp_path / "none"), check=False)
+    assert result.returncode == 2 and "--ids-file" in result.stderr and "Traceback" not in result.stderr
