@@ -217,7 +217,7 @@ def publish(
     if "/" not in repo_id:
         _fail(f"--repo-id {repo_id!r}: expected ORG/NAME")
     try:
-        plan = plan_publish(directory, repo_id, split=split, revision=revision)
+        plan = plan_publish(directory, repo_id, split=split, revision=revision, offline=dry_run)
         _print_plan(plan)
         if dry_run:
             return

@@ -44,6 +44,10 @@ class PublishError(RuntimeError):
     """Why an output cannot be published as it is; nothing has been uploaded when it is raised."""
 
 
+class HubUnreachable(PublishError):
+    """No answer from the Hub at all: `--dry-run` then plans from the local output alone."""
+
+
 @dataclass(frozen=True)
 class RepoFile:
     """A file the repo holds after publishing: read from the output, or made here (card, summary)."""
@@ -147,7 +151,7 @@ def shard_size_warnings(sizes: list[int]) -> list[str]:
 
 def _remote_files(api, repo_id: str, revision: str) -> tuple[dict[str, RemoteFile], bool, bool]:
     """The repo's files at `revision` (main's when the branch is new), and whether repo and branch exist."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     def listing(ref: str) -> dict[str, RemoteFile]:
         entries = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=ref, recursive=True)
@@ -158,11 +162,16 @@ def _remote_files(api, repo_id: str, revision: str) -> tuple[dict[str, RemoteFil
         }
 
     try:
-        return listing(revision), True, True
-    except RepositoryNotFoundError:
-        return {}, False, False
-    except RevisionNotFoundError:
-        return listing("main"), True, False
+        try:
+            return listing(revision), True, True
+        except RepositoryNotFoundError:
+            return {}, False, False
+        except RevisionNotFoundError:
+            return listing("main"), True, False
+    except HfHubHTTPError:
+        raise
+    except Exception as exc:  # the client's transport errors (connection refused, DNS, timeouts) share no base
+        raise HubUnreachable(f"the Hub could not be reached ({type(exc).__name__}: {exc})") from None
 
 
 def _other_summaries(api, repo_id: str, ref: str, remote: dict[str, RemoteFile], ours: str) -> list[dict[str, Any]]:
@@ -175,8 +184,12 @@ def _other_summaries(api, repo_id: str, ref: str, remote: dict[str, RemoteFile],
     return summaries
 
 
-def plan_publish(directory: Path, repo_id: str, split: str = "train", revision: str = "main", api: Any = None) -> Plan:
-    """Validate the output and work out what publishing it changes; reads the repo, writes nothing."""
+def plan_publish(
+    directory: Path, repo_id: str, split: str = "train", revision: str = "main", api: Any = None, offline: bool = False
+) -> Plan:
+    """Validate the output and work out what publishing it changes; reads the repo, writes nothing.
+
+    With `offline`, an unreachable Hub is no error: the plan lists every file as new, and says so."""
     report = validate_output(directory)
     if not report.ok:
         shown = "\n  ".join(report.problems[:10])
@@ -192,7 +205,13 @@ def plan_publish(directory: Path, repo_id: str, split: str = "train", revision: 
     if too_big:
         raise PublishError(f"shards over the Hub's 50 GB file limit: {', '.join(too_big)}; lower output.rows_per_shard")
     api = api or _hub_api()
-    remote, repo_exists, branch_exists = _remote_files(api, repo_id, revision)
+    unreachable = None
+    try:
+        remote, repo_exists, branch_exists = _remote_files(api, repo_id, revision)
+    except HubUnreachable as exc:
+        if not offline:
+            raise
+        remote, repo_exists, branch_exists, unreachable = {}, False, False, str(exc)
     output = Output(Path(directory))
     paths, data_files = shard_paths(config, split, [r.shard for r in facts.shards])
     data = [
@@ -225,7 +244,8 @@ def plan_publish(directory: Path, repo_id: str, split: str = "train", revision: 
         metadata=metadata_to_upload,
         unchanged=len(data) + len(metadata) - len(data_to_upload) - len(metadata_to_upload),
         delete=sorted(p for p in remote if p.startswith((f"data/{config}/{split}/", f"{folder}/")) and p not in ours),
-        warnings=shard_size_warnings([r.tar_bytes for r in facts.shards]),
+        warnings=shard_size_warnings([r.tar_bytes for r in facts.shards])
+        + ([f"{unreachable}: planned from the local output alone, every file listed as new"] if unreachable else []),
         repo_exists=repo_exists,
         branch_exists=branch_exists,
     )

@@ -205,3 +205,19 @@ def test_published_captions_carry_every_clips_credit(hub, captions_output, tmp_p
     assert all(row["credit"] and row["license"].startswith("http") and row["source_url"] for row in credits)
     card = card_of(hub, "koe-tester/fsd50k-captions")
     assert "## FSD50K attribution" in card.text and "cc-by-4.0" in card.data.to_dict()["license"]
+
+
+def test_an_unreachable_hub_is_one_line_and_a_dry_run_plans_offline(demo_output, tmp_path):
+    """A closed port on 127.0.0.1 stands for no network: the client's retries end, then one clear line."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{closed}", "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": TOKEN}
+    planned = koe("publish", str(demo_output), "--repo-id", "org/koe", "--dry-run", env=env)
+    assert "the Hub could not be reached" in planned.stdout + planned.stderr
+    assert "planned from the local output alone" in planned.stdout + planned.stderr and "to upload" in planned.stdout
+    refused = koe("publish", str(demo_output), "--repo-id", "org/koe", env=env, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("the Hub could not be reached (")
