@@ -486,15 +486,34 @@ def _format_errors(origin: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+MAX_RECIPE_ALIASES = 32  # a recipe may reuse an anchor; a document of thousands of aliases is an alias bomb
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents whose aliases could expand to an exponential size."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
+            if self.aliases_seen > MAX_RECIPE_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_RECIPE_ALIASES} aliases (an alias bomb?)")
+        return super().compose_node(parent, index)
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     origin = str(path)
     if not path.is_file():
         raise RecipeError(f"{origin}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader that bounds aliases
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{origin}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise RecipeError(f"{origin}: YAML nested too deeply to be a recipe") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{origin}: a recipe is a YAML mapping at the top level")
     data = _apply_profile(apply_overrides(data, overrides or [], origin), overrides or [], origin)

@@ -120,3 +120,20 @@ def test_fingerprint_follows_the_bank_content_not_its_path(make_recipe, tmp_path
 def test_a_set_value_that_is_not_yaml_is_a_recipe_error():
     with pytest.raises(RecipeError, match=r"--set 'output.rows_per_shard=\[1': the value is not valid YAML"):
         load_recipe(DEMO_RECIPE, ["output.rows_per_shard=[1"])
+
+
+def test_deep_yaml_and_alias_bombs_are_recipe_errors(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nsources: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RecipeError, match="nested too deeply"):
+        load_recipe(deep)
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefg", "bcdefgh", strict=False)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nname: x\n")
+    with pytest.raises(RecipeError, match="alias bomb"):
+        load_recipe(bomb)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: \xff\n")
+    with pytest.raises(RecipeError, match="not UTF-8"):
+        load_recipe(binary)
