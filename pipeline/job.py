@@ -42,8 +42,8 @@ class ShardJob:
     index: int
     name: str
     items: tuple[SourceItem, ...]
+    recipe_fingerprint: str  # the driver's, written into the completion record (it covers a local corpus)
     selected: frozenset[str] | None = None  # regeneration: only these keys are made anew, the rest kept
-    recipe_fingerprint: str = ""  # the driver's, written into the completion record (it covers a local corpus)
 
 
 def sample_seed(recipe_seed: int, key: str, generation: int = 0) -> int:

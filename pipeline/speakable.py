@@ -328,7 +328,10 @@ _NAME_WITH_DIGITS = re.compile(
 
 
 def _say_words(text: str, hyphen: str = "") -> str:
-    """Latin words, digits and separators of an address or name, each said; a hyphen as `hyphen`."""
+    """Latin words, digits and separators of an address or name, each said; a hyphen as `hyphen`.
+
+    Dots are said (ドット) and underscores separate words: `df.groupby`, `read_csv`, `tanaka.taro`."""
+    text = text.replace(".", "ドット").replace("_", " ")
     parts = re.findall(r"[A-Za-z]+|\d+|\S", text)
     return "".join(word_to_katakana(p) if p.isascii() and p.isalpha() else p.replace("-", hyphen) for p in parts)
 
@@ -351,13 +354,13 @@ def _say_file(match: re.Match) -> str:
     name, extension = match.groups()
     extension = extension.lower()
     said = _EXTENSIONS.get(extension) or spell_letters(extension)
-    return _say_words(name.replace("_", " ").replace(".", "ドット")) + "ドット" + said
+    return _say_words(name) + "ドット" + said
 
 
 def _say_identifier(match: re.Match) -> str:
     """`df.groupby()`, `read_csv`: the parts of a name said one after another."""
     name = match.group().removesuffix("()")
-    return _say_words(name.replace(".", "ドット").replace("_", " "))
+    return _say_words(name)
 
 
 def _say_name_with_digits(match: re.Match) -> str:
@@ -506,12 +509,8 @@ def _is_kanji(char: str) -> bool:
     return char in ("々", "〆") or any(low <= char <= high for low, high in _KANJI_RANGES)
 
 
-def _code_block(match: re.Match) -> str:
-    return "\n" + CODE_OMITTED + "\n"
-
-
 def _strip_markdown(text: str) -> str:
-    text = _CODE_BLOCK.sub(_code_block, text)
+    text = _CODE_BLOCK.sub("\n" + CODE_OMITTED + "\n", text)
     text = _MD_LINK.sub(r"\1", text)
     text = _INLINE_CODE.sub(r" \1 ", text)
     text = _TABLE_RULE.sub("", text)
@@ -535,7 +534,7 @@ def _lines_to_sentences(text: str) -> str:
 
 _RULES: list[tuple[re.Pattern, str | Callable[[re.Match], str]]] = [
     # addresses and names first: their dots, digits and hyphens are not numbers or sentence ends
-    (_EMAIL, lambda m: _say_words(m[1].replace(".", "ドット"), "ハイフン") + "アットマーク" + _say_domain(m[2])),
+    (_EMAIL, lambda m: _say_words(m[1], "ハイフン") + "アットマーク" + _say_domain(m[2])),
     (_URL, _url),
     (_FILE_NAME, _say_file),
     (_DOTFILE, "ドット"),
