@@ -462,8 +462,9 @@ _FOOD = (
 )
 _MARKET_GOODS = r"魚|野菜|果物|朝市|築地|豊洲|買い物|新鮮|鮮魚|青果|フリー|のみの|蚤の"
 _RAW_FOOD = r"冷蔵|刺身|傷み|痛み|腐|食べ|賞味|消費期限|お寿司|寿司|生もの"
-# (kanji, context in the same sentence or None for always, what is written instead). Elsewhere OpenJTalk's
-# default reading stands (辛い ツライ, 市場 シジョー, 生物 セーブツ, 人気 ニンキ).
+# (kanji, context in the same sentence or None for always, what is written instead); the first rule that
+# matches wins, so 辛い is カライ beside food and ツライ elsewhere. Where no rule matches, OpenJTalk's own
+# reading stands (市場 シジョー, 生物 セーブツ, 人気 ニンキ).
 _CONTEXT_READINGS = [
     (r"辛(?=[いくさかけそすっ])", _FOOD, "から"),
     (r"辛(?=[いくさかけそすっ])", None, "つら"),  # OpenJTalk is not consistent between the two
