@@ -352,15 +352,18 @@ app.add_typer(speakers_app, name="speakers")
 
 @speakers_app.command("check")
 def speakers_check(
-    bank: Annotated[Path, typer.Argument(help="speaker bank YAML")] = Path("speakers/bank.yaml"),
+    bank: Annotated[
+        Path | None, typer.Argument(help="speaker bank YAML (default: the embedded bank of koe's checkout)")
+    ] = None,
     backend: Annotated[
         str, typer.Option(help="the TTS backend the bank is for (voice cloning needs recordings)")
     ] = "openjtalk",
 ) -> None:
     """Check every speaker: reference audio readable and 3-30 s, transcript, license and source present."""
-    from .speakers import check_bank, load_bank
+    from .speakers import EMBEDDED_BANK, check_bank, load_bank
     from .tts import needs_reference_audio
 
+    bank = bank or EMBEDDED_BANK
     try:
         loaded = load_bank(bank)
         problems = check_bank(loaded, needs_reference_audio(backend))

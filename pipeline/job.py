@@ -272,7 +272,7 @@ def process_shard(
     except BaseException:
         writer.abort()
         raise
-    write_part(rows, output.part_path(job.name))
+    part_sha = write_part(rows, output.part_path(job.name))
     record = DoneRecord(
         shard=job.name,
         first_key=job.items[0].key if job.items else None,
@@ -280,6 +280,7 @@ def process_shard(
         samples=writer.samples,
         tar_bytes=tar_bytes,
         tar_sha256=tar_sha,
+        part_sha256=part_sha,
         recipe_fingerprint=job.recipe_fingerprint,
     )
     record.write(output.done_path(job.name))

@@ -6,6 +6,7 @@ invariant users rely on: inputs == written + rejected + failed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections import Counter
@@ -42,14 +43,16 @@ SCHEMA = pa.schema(
 )
 
 
-def _write_table(table: pa.Table, path: Path) -> None:
+def _write_table(table: pa.Table, path: Path) -> str:
+    """Writes `table` to `path` whole; returns the file's sha256, which a completion record keeps."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def write_part(rows: list[ManifestRow], path: Path) -> None:
-    _write_table(pa.Table.from_pylist([r.to_dict() for r in rows], schema=SCHEMA), path)
+def write_part(rows: list[ManifestRow], path: Path) -> str:
+    return _write_table(pa.Table.from_pylist([r.to_dict() for r in rows], schema=SCHEMA), path)
 
 
 def assemble(parts: list[Path], path: Path) -> pa.Table:

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +27,7 @@ from pydantic import (
 
 from .corpora import ADAPTERS, CLIP_ADAPTERS, ColumnMapping
 from .keys import SOURCE_NAME_PATTERN
+from .safe_yaml import parse_yaml, read_yaml_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -147,7 +147,7 @@ class ModelStageConfig(_Strict):
         path = _resolve_path(value, info)
         if not path.is_file():
             raise ValueError(f"runtime_env file not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = read_yaml_file(path, "runtime_env")
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a runtime_env is a YAML mapping")
         return loaded
@@ -417,14 +417,18 @@ class Recipe(_Strict):
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. tts.sample_rate=16000")
+        raise RecipeError(f"--set {_shown(text)}: expected KEY=VALUE, e.g. tts.sample_rate=16000")
     dotted, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise RecipeError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+        value = parse_yaml(raw, f"--set {_shown(text)}") if raw.strip() else ""
+    except ValueError as exc:
+        raise RecipeError(str(exc).splitlines()[0]) from None
     return dotted.strip().split("."), value
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A `--set` argument as messages quote it: a huge value is cut, so the error stays one line."""
+    return repr(text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:
@@ -437,7 +441,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> 
             where = ".".join(path[: depth + 1])
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise RecipeError(f"{origin}: --set {text!r}: no list item {where}")
+                    raise RecipeError(f"{origin}: --set {_shown(text)}: no list item {where}")
                 if last:
                     node[int(part)] = value
                 else:
@@ -448,7 +452,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> 
                 else:
                     node = node.setdefault(part, {})
             else:
-                raise RecipeError(f"{origin}: --set {text!r}: {where} is not a mapping")
+                raise RecipeError(f"{origin}: --set {_shown(text)}: {where} is not a mapping")
     return data
 
 
@@ -486,34 +490,13 @@ def _format_errors(origin: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-MAX_RECIPE_ALIASES = 32  # a recipe may reuse an anchor; a document of thousands of aliases is an alias bomb
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing documents whose aliases could expand to an exponential size."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
-            if self.aliases_seen > MAX_RECIPE_ALIASES:
-                raise yaml.YAMLError(f"more than {MAX_RECIPE_ALIASES} aliases (an alias bomb?)")
-        return super().compose_node(parent, index)
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     origin = str(path)
-    if not path.is_file():
-        raise RecipeError(f"{origin}: recipe file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader that bounds aliases
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{origin}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
-    except RecursionError:
-        raise RecipeError(f"{origin}: YAML nested too deeply to be a recipe") from None
+        data = read_yaml_file(path, "recipe")
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{origin}: a recipe is a YAML mapping at the top level")
     data = _apply_profile(apply_overrides(data, overrides or [], origin), overrides or [], origin)

@@ -86,7 +86,8 @@ def plan_jobs(recipe: Recipe, limit: int | None) -> Iterator[ShardJob]:
 
 def is_complete(output: Output, job: ShardJob, fingerprint: str | None) -> bool:
     """A shard counts as done only if its record matches this plan and this recipe (`fingerprint`, which
-    covers a local corpus's bytes; None accepts any: `--force` with a selection) and its tar is intact.
+    covers a local corpus's bytes; None accepts any: `--force` with a selection) and its tar and manifest
+    part are the bytes it recorded.
 
     An unreadable record is no record: the shard is redone, and the file is named in a warning."""
     done, tar = output.done_path(job.name), output.tar_path(job.name)
@@ -103,6 +104,7 @@ def is_complete(output: Output, job: ShardJob, fingerprint: str | None) -> bool:
         and record.first_key == job.items[0].key
         and record.tar_bytes == tar.stat().st_size
         and record.tar_sha256 == file_sha256(tar)
+        and record.part_sha256 == file_sha256(output.part_path(job.name))
     )
 
 

@@ -88,6 +88,7 @@ class DoneRecord:
     samples: int
     tar_bytes: int
     tar_sha256: str
+    part_sha256: str  # the shard's manifest part: a damaged one is caught like a damaged tar
     recipe_fingerprint: str
 
     @classmethod

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .keys import KEY_PATTERN, derived_int, files_digest
+from .safe_yaml import read_yaml_file
+
+
+EMBEDDED_BANK = Path(__file__).resolve().parents[1] / "speakers" / "bank.yaml"  # in koe's checkout
 
 
 class OpenJTalkVoice(BaseModel):
@@ -55,10 +58,11 @@ def bank_digest(path: Path) -> str:
 
 
 def load_bank(path: Path) -> SpeakerBank:
+    """The bank in `path`, its recordings resolved against its folder; a one-line `ValueError` when unusable."""
+    data = read_yaml_file(path, "speaker bank")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
         bank = SpeakerBank.model_validate(data)
-    except (yaml.YAMLError, ValidationError) as exc:
+    except ValidationError as exc:
         raise ValueError(f"{path}: invalid speaker bank: {exc}") from None
     ids = [s.id for s in bank.speakers]
     if len(ids) != len(set(ids)):

@@ -144,6 +144,9 @@ def validate_output(directory: Path) -> Report:
             else:
                 if file_sha256(tar) != record.tar_sha256:
                     report.problems.append(f"{tar.name}: checksum differs from its completion record")
+                part = output.part_path(tar.stem)
+                if not part.is_file() or file_sha256(part) != record.part_sha256:
+                    report.problems.append(f"{part}: missing or not the manifest part its shard recorded (run again)")
         else:
             report.problems.append(f"{tar.name}: no completion record")
         _check_shard(tar, written, found, report)

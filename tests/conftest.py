@@ -17,13 +17,15 @@ DEMO_RECIPE = REPO / "recipes" / "demo.yaml"
 BANK = REPO / "speakers" / "bank.yaml"
 
 
-def koe(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def koe(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     """Run the real command line in a fresh process, as a user would (`env`: variables added to ours)."""
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, **env} if env else None,
     )
     if check and result.returncode != 0:

@@ -60,6 +60,21 @@ def test_an_unreadable_completion_record_is_no_record(make_recipe, tmp_path, gar
     assert validate_output(out).ok
 
 
+@pytest.mark.parametrize("garbage", [b"", b"PAR1 not parquet", b"\xff" * 100])
+def test_a_garbage_manifest_part_heals_by_redoing_its_shard(make_recipe, tmp_path, garbage):
+    path, out = make_recipe(ROWS), tmp_path / "out"
+    _run(path, out)
+    before = {tar.name: tar.read_bytes() for tar in Output(out).shards_dir.glob("*.tar")}
+    part = sorted(Output(out).state_dir.glob("*.manifest.parquet"))[1]
+    part.write_bytes(garbage)
+    report = validate_output(out)
+    assert not report.ok and any(str(part) in problem for problem in report.problems)
+    summary, _ = _run(path, out)
+    assert (summary.shards_skipped, summary.inputs, summary.statuses["written"]) == (1, 4, 4)
+    assert validate_output(out).ok
+    assert {tar.name: tar.read_bytes() for tar in Output(out).shards_dir.glob("*.tar")} == before  # redone alike
+
+
 def test_validate_fails_an_output_whose_run_did_not_finish(make_recipe, tmp_path):
     import json
 

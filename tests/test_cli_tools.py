@@ -51,6 +51,8 @@ def test_speakers_check_names_each_problem(tmp_path):
     ]
     (tmp_path / "garbage.wav").write_bytes(b"not audio")
     entries.append({**ENTRY, "id": "garbage", "reference_audio": "garbage.wav", "transcript": "はい。"})
+    (tmp_path / "empty.wav").write_bytes(b"")
+    entries.append({**ENTRY, "id": "empty", "reference_audio": "empty.wav", "transcript": "はい。"})
     path = _bank(tmp_path, entries)
     result = koe("speakers", "check", str(path), "--backend", "cosyvoice2", check=False)
     assert result.returncode == 2
@@ -62,12 +64,35 @@ def test_speakers_check_names_each_problem(tmp_path):
     assert "reference audio not found" in lines["gone"]
     assert lines["nolicense"] == "no license"
     assert "reference audio unreadable" in lines["garbage"]
-    assert "6 of 7 speaker(s) not usable with cosyvoice2" in result.stderr
+    assert "reference audio unreadable" in lines["empty"]
+    assert "7 of 8 speaker(s) not usable with cosyvoice2" in result.stderr
 
 
-def test_speakers_check_accepts_the_shipped_bank():
-    result = koe("speakers", "check")
+def test_speakers_check_accepts_the_shipped_bank_from_any_folder(tmp_path):
+    result = koe("speakers", "check", cwd=tmp_path)  # outside the checkout: the embedded bank is still found
     assert "all 20 speakers usable with openjtalk" in result.stdout
+
+
+def test_a_bank_that_cannot_be_read_is_one_line(tmp_path):
+    (tmp_path / "binary.yaml").write_bytes(b"speakers: \xff\n")
+    (tmp_path / "bomb.yaml").write_text("a: &a [x, x]\n" + "".join(f"b{i}: [*a, *a]\n" for i in range(40)))
+    (tmp_path / "list.yaml").write_text("- just a list\n")
+    cases = {"missing.yaml": "speaker bank file not found", "binary.yaml": "not UTF-8 text",
+             "bomb.yaml": "alias bomb", "list.yaml": "invalid speaker bank"}
+    for name, message in cases.items():
+        result = koe("speakers", "check", str(tmp_path / name), check=False)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, name
+
+
+def test_a_run_with_an_unusable_bank_stops_before_any_work(make_recipe, tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    entries = [{**ENTRY, "id": f"s{i}", "reference_audio": "empty.wav", "transcript": "はい。"} for i in range(2)]
+    recipe = make_recipe([{"id": "r", "conversations": [{"role": "user", "content": "はい。"}]}],
+                         speakers={"bank": str(_bank(tmp_path, entries))})
+    result = koe("run", str(recipe), "--output", str(tmp_path / "out"), "--executor", "inline", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "speaker bank not usable" in result.stderr and "reference audio unreadable" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_text_command_shows_what_the_tts_will_say():

@@ -118,7 +118,7 @@ def test_fingerprint_follows_the_bank_content_not_its_path(make_recipe, tmp_path
 
 
 def test_a_set_value_that_is_not_yaml_is_a_recipe_error():
-    with pytest.raises(RecipeError, match=r"--set 'output.rows_per_shard=\[1': the value is not valid YAML"):
+    with pytest.raises(RecipeError, match=r"--set 'output.rows_per_shard=\[1': not valid YAML"):
         load_recipe(DEMO_RECIPE, ["output.rows_per_shard=[1"])
 
 
@@ -137,3 +137,19 @@ def test_deep_yaml_and_alias_bombs_are_recipe_errors(tmp_path):
     binary.write_bytes(b"name: \xff\n")
     with pytest.raises(RecipeError, match="not UTF-8"):
         load_recipe(binary)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=" + "9" * 5000, "unreadable YAML value"),  # more digits than Python converts to an int
+        ("name=" + "a" * 1_000_000, "name: String should match pattern"),
+        ("output.rows_per_shard=" + "[" * 100_000, "--set 'output.rows_per_shard=[[[["),
+        ("a.b.c=" + "&x [1] " * 10, "--set 'a.b.c=&x"),
+    ],
+)
+def test_huge_set_values_are_one_short_recipe_error(override, message):
+    with pytest.raises(RecipeError) as raised:
+        load_recipe(DEMO_RECIPE, [override])
+    text = str(raised.value)
+    assert message in text and len(text) < 1000
