@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import signal
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -15,9 +18,28 @@ app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is: the run stops where it is, through the same clean-up."""
+
+
+_sigterm_received = threading.Event()  # libraries on the way up may re-raise a plain KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: the clean-up is not interrupted
+        _sigterm_received.set()
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+RESUME_HINT = "finished shards are kept; run the same command again to resume"
 
 
 RUN_HELP = (
@@ -76,6 +98,7 @@ def run(
         shards=tuple(shards or ()),
         where=where,
     )
+    _stop_on_sigterm()
     try:
         config = load_recipe(recipe, set_ or [])
         destination = output or Path("out") / config.name
@@ -88,6 +111,14 @@ def run(
         )
     except (RecipeError, OutputConflict, BackendSetupError, ValueError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        signal_name, code = ("SIGTERM", 143) if _sigterm_received.is_set() else ("Ctrl-C", 130)
+        _fail(f"stopped by {signal_name}: {RESUME_HINT}", code)
+    except OSError as exc:  # a file or disk, not any row, is at fault
+        culprit = exc.filename or "the output folder"
+        if exc.errno == errno.ENOSPC:
+            _fail(f"disk full writing {culprit}: free space, then run again; {RESUME_HINT}", 1)
+        _fail(f"{culprit}: {exc.strerror or exc}; {RESUME_HINT}", 1)
     _print_summary(summary)
     if summary.shards_failed:
         _fail(f"{len(summary.shards_failed)} shard(s) failed; run again to retry: {', '.join(summary.shards_failed)}")

@@ -8,10 +8,13 @@ failed tasks, and streams per-row progress back to the driver.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,11 +28,19 @@ from .shards import DoneRecord, Output
 from .speakers import Speaker
 from .tts import BackendSetupError, load_backend
 
+logger = logging.getLogger(__name__)
+HELPER_TIMEOUT_SECONDS = 30.0  # a progress call that takes longer is given up on: progress never stalls a run
+
 
 @dataclass
 class Callbacks:
     on_row: Callable[[ManifestRow], None]  # a row finished (progress)
     on_failed: Callable[[ShardJob, str], None]  # a shard task failed every attempt
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """No row is to blame for a full disk: the run stops, and resumes once there is room."""
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 class InlineExecutor:
@@ -40,6 +51,8 @@ class InlineExecutor:
             try:
                 process_shard(job, recipe, output, callbacks.on_row)
             except Exception as exc:
+                if _disk_full(exc):
+                    raise
                 callbacks.on_failed(job, f"{type(exc).__name__}: {exc}")
 
 
@@ -159,10 +172,18 @@ class ActorPoolCaptioner(ActorPoolModel):
         return self.call("caption", audio, seed)
 
 
-def _run_shard_task(job: ShardJob, recipe: Recipe, output: Output, inbox, pool: ModelPool | None) -> DoneRecord:
+def _run_shard_task(
+    job: ShardJob, recipe: Recipe, output: Output, inbox, pool: ModelPool | None
+) -> DoneRecord | OSError:
+    """A shard's task; a full disk is handed back, not raised, so that Ray neither retries nor logs it."""
     proxy = ActorPoolCaptioner if recipe.kind == "captions" else ActorPoolBackend
     model = proxy(pool, start=job.index) if pool else None
-    return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), model)
+    try:
+        return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), model)
+    except OSError as exc:
+        if _disk_full(exc):
+            return exc
+        raise
 
 
 class RayExecutor:
@@ -176,6 +197,9 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
+            # ray.init installs its own SIGTERM handler, and its core worker one that prints a stack dump;
+            # the caller's (the CLI's clean stop) is put back.
+            on_sigterm = signal.getsignal(signal.SIGTERM)
             ray.init(
                 address=self.address,
                 include_dashboard=False,
@@ -183,14 +207,20 @@ class RayExecutor:
                 configure_logging=True,
                 log_to_driver=True,
             )
+            if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+                signal.signal(signal.SIGTERM, on_sigterm)
         return ray
 
     def run(self, jobs: Iterable[ShardJob], recipe: Recipe, output: Output, callbacks: Callbacks) -> None:
         ray = self._connect()
 
-        @ray.remote(num_cpus=0)
+        @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
         class RowInbox:
-            """Per-row progress from tasks to the driver, drained every half second."""
+            """Per-row progress from tasks to the driver, drained every half second.
+
+            Progress only: rows reach the manifest through each shard's own part. So an inbox that dies
+            is restarted (the rows it held are not counted on the bar), and the run carries on.
+            """
 
             def __init__(self):
                 self.rows: list[ManifestRow] = []
@@ -202,7 +232,7 @@ class RayExecutor:
                 rows, self.rows = self.rows, []
                 return rows
 
-        inbox = RowInbox.remote()
+        inbox = RowInbox.options(name=f"koe-row-inbox-{uuid.uuid4().hex[:8]}").remote()
         pool = self._model_pool(ray, recipe) if recipe.model_stage.num_gpus > 0 else None
         execution = recipe.execution
         task = ray.remote(_run_shard_task).options(
@@ -213,7 +243,12 @@ class RayExecutor:
         limit = execution.max_tasks_in_flight or self._default_tasks_in_flight(ray, recipe, pool)
 
         def drain() -> None:
-            for row in ray.get(inbox.drain.remote()):
+            try:
+                rows = ray.get(inbox.drain.remote(), timeout=HELPER_TIMEOUT_SECONDS)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                logger.warning("progress inbox restarting (%s); rows it held are not shown", type(exc).__name__)
+                return
+            for row in rows:
                 callbacks.on_row(row)
 
         pending: Iterator[ShardJob] = iter(jobs)
@@ -236,9 +271,14 @@ class RayExecutor:
             for ref in (ref for ref in finished if ref in in_flight):
                 job = in_flight.pop(ref)
                 try:
-                    ray.get(ref)
+                    result = ray.get(ref)
                 except Exception as exc:  # the task failed every attempt
                     callbacks.on_failed(job, f"{type(exc).__name__}: {exc}".splitlines()[0])
+                    continue
+                if isinstance(result, OSError):  # the disk is full
+                    for task_ref in in_flight:
+                        ray.cancel(task_ref, force=True)
+                    raise result
         drain()
 
     @staticmethod

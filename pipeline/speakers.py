@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .keys import KEY_PATTERN, derived_int, files_digest
 from .safe_yaml import read_yaml_file
 
-
 EMBEDDED_BANK = Path(__file__).resolve().parents[1] / "speakers" / "bank.yaml"  # in koe's checkout
 
 

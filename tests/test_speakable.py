@@ -3,8 +3,8 @@ import pytest
 from pipeline.records import Dialogue, Rejected, Turn
 from pipeline.speakable import (
     make_speakable,
-    say_number,
     prepare_turns,
+    say_number,
     split_for_tts,
     unspeakable_reason,
 )
