@@ -20,7 +20,9 @@ The gate, by the license in the clips-info JSON (`read_license`):
 
 The URL may have any scheme (http, https or none), `www.`, letter case, trailing slash or
 `deed.xx` / `legalcode` suffix. A clip is also left out when its CSV row has no metadata entry or
-its audio file is missing.
+its audio file is missing, and when its CSV line or its metadata's title, uploader or license cannot
+be read as text (not UTF-8, not a string, or past `MAX_TEXT_CHARS`). A clips-info file that is not a
+JSON object stops the run before its first row.
 """
 
 from __future__ import annotations
@@ -171,11 +173,17 @@ def _find_layout(root: Path) -> _Layout:
     )
 
 
+MAX_FNAME_CHARS = 20  # Freesound ids have 7 digits today
+MAX_TEXT_CHARS = 1000  # a title or uploader name longer than this is no title: it would fill every credit line
+_TEXT_FIELDS = ("title", "uploader", "license")
+
+
 def read_clips(root: Path, splits: tuple[str, ...] = SUBSETS) -> Iterator[tuple[ClipRow, str | None]]:
     """Every clip of the chosen subsets as (row, reject reason or None): dev.csv's order, then eval.csv's.
 
-    The folders are checked before the first row, so a wrong path fails at once; rows then stream from
-    the CSVs (each subset's clips-info JSON is loaded whole when its turn comes).
+    The folders, CSV headers and clips-info JSONs are all checked before the first row, so a wrong
+    path or a broken metadata file fails at once, naming the file; rows then stream from the CSVs. A
+    CSV line or metadata entry that cannot be read is that clip's rejected row.
     """
     unknown = [split for split in splits if split not in SUBSETS]
     if unknown:
@@ -185,58 +193,134 @@ def read_clips(root: Path, splits: tuple[str, ...] = SUBSETS) -> Iterator[tuple[
         for needed in (layout.labels / f"{subset}.csv", _clips_info_path(layout, subset), layout.audio[subset]):
             if not needed.exists():
                 raise ValueError(f"FSD50K at {layout.root} has no {needed.relative_to(layout.root)}")
-    return _iter_clips(layout, splits)
+    clips_info = {subset: _load_clips_info(_clips_info_path(layout, subset)) for subset in splits}
+    for subset in splits:
+        _check_header(layout.labels / f"{subset}.csv", subset)
+    return _iter_clips(layout, splits, clips_info)
 
 
 def _clips_info_path(layout: _Layout, subset: str) -> Path:
     return layout.metadata / f"{subset}_clips_info_FSD50K.json"
 
 
-def _iter_clips(layout: _Layout, splits: tuple[str, ...]) -> Iterator[tuple[ClipRow, str | None]]:
+def _load_clips_info(path: Path) -> dict[str, Any]:
+    """A clips-info JSON, whole. Bytes that are not UTF-8 stay in the strings as lone surrogates, so only
+    the clips they belong to are rejected (`_text_problem`), not the collection."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    try:
+        clips_info = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not valid clips-info JSON: it nests too deeply") from None
+    if not isinstance(clips_info, dict):
+        raise ValueError(f"{path} is not a JSON object keyed by Freesound id")
+    return clips_info
+
+
+def _open_csv(path: Path):
+    return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
+def _csv_columns(subset: str) -> tuple[str, ...]:
+    return ("fname", "labels", "mids") + (("split",) if subset == "dev" else ())
+
+
+def _check_header(path: Path, subset: str) -> None:
+    with _open_csv(path) as file:
+        fieldnames = csv.DictReader(file).fieldnames or ()
+    missing = set(_csv_columns(subset)) - set(fieldnames)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}")
+
+
+def _iter_clips(
+    layout: _Layout, splits: tuple[str, ...], clips_info: dict[str, dict[str, Any]]
+) -> Iterator[tuple[ClipRow, str | None]]:
     for subset in splits:
-        info_path = _clips_info_path(layout, subset)
-        clips_info = json.loads(info_path.read_text(encoding="utf-8"))
-        if not isinstance(clips_info, dict):
-            raise ValueError(f"{info_path} is not a JSON object keyed by Freesound id")
+        info_name = _clips_info_path(layout, subset).name
         csv_path = layout.labels / f"{subset}.csv"
-        with csv_path.open(newline="", encoding="utf-8") as file:
+        with _open_csv(csv_path) as file:
             records = csv.DictReader(file)
-            columns = {"fname", "labels", "mids"} | ({"split"} if subset == "dev" else set())
-            missing = columns - set(records.fieldnames or ())
-            if missing:
-                raise ValueError(f"{csv_path} lacks column(s) {sorted(missing)}")
-            for record in records:
-                yield _clip(layout, subset, record, clips_info, info_path.name)
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except csv.Error as exc:  # e.g. a field past csv's limit (128 KiB): this line only
+                    yield {"subset": subset}, f"{csv_path.name} line {records.reader.line_num}: {exc}"
+                    continue
+                line = f"{csv_path.name} line {records.reader.line_num}"
+                yield _clip(layout, subset, record, clips_info[subset], info_name, line)
+
+
+def _not_utf8(text: str) -> bool:
+    """Bytes that were not UTF-8 are read as lone surrogates (and JSON can spell one, \\ud800): no text."""
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def _text_problem(value: object) -> str | None:
+    """Why a metadata text field cannot go into a sample's credit, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"is {type(value).__name__}, not text"
+    if _not_utf8(value):
+        return "is not valid UTF-8 text"
+    if len(value) > MAX_TEXT_CHARS:
+        return f"is {len(value):,} characters long (at most {MAX_TEXT_CHARS:,})"
+    return None
+
+
+def _csv_problem(record: dict[str, str | None], subset: str) -> str | None:
+    """Why a ground-truth CSV line names no clip that can be looked up, or None."""
+    for column in _csv_columns(subset):
+        value = record.get(column)
+        if value is None:
+            return f"has no {column} (a short line)"
+        if _not_utf8(value):
+            return f"has a {column} that is not valid UTF-8"
+    fname = record["fname"].strip()
+    if not _is_freesound_id(fname):
+        shown = fname[:MAX_FNAME_CHARS] + ("..." if len(fname) > MAX_FNAME_CHARS else "")
+        return f"has fname {shown!r}, not a Freesound id"
+    return None
+
+
+def _is_freesound_id(fname: str) -> bool:
+    return fname.isascii() and fname.isdigit() and len(fname) <= MAX_FNAME_CHARS
 
 
 def _clip(
-    layout: _Layout, subset: str, record: dict[str, str], clips_info: dict[str, Any], info_name: str
+    layout: _Layout, subset: str, record: dict[str, str | None], clips_info: dict[str, Any], info_name: str, line: str
 ) -> tuple[ClipRow, str | None]:
+    problem = _csv_problem(record, subset)
+    if problem:
+        fname = (record.get("fname") or "").strip()
+        return {"subset": subset, **({"fname": fname} if _is_freesound_id(fname) else {})}, f"{line} {problem}"
     fname = record["fname"].strip()
     info = clips_info.get(fname)
     has_info = isinstance(info, dict)
     info = info if has_info else {}
-    clip_license = read_license(info.get("license"))
+    problems = [(field, _text_problem(info.get(field))) for field in _TEXT_FIELDS]
+    clip_license = read_license(info.get("license") if isinstance(info.get("license"), str) else None)
     audio = layout.audio[subset] / f"{fname}.wav"
     row: ClipRow = {
         "fname": fname,
-        "freesound_id": int(fname) if fname.isdigit() else None,
+        "freesound_id": int(fname),
         "subset": subset,
         "split": record["split"] if subset == "dev" else "eval",
         "labels": _list(record["labels"]),
         "mids": _list(record["mids"]),
-        "title": info.get("title"),
-        "uploader": info.get("uploader"),
-        "license": info.get("license"),
+        **{field: None if problem else info.get(field) for field, problem in problems},
         "license_name": clip_license.name,
-        "description": info.get("description"),
-        "tags": list(info.get("tags") or []),
         "audio": str(audio),
     }
-    if row["freesound_id"] is None:
-        return row, f"fname {fname!r} is not a Freesound id"
     if not has_info:
         return row, f"no metadata entry for clip {fname} in {info_name}"
+    for field, problem in problems:
+        if problem:
+            return row, f"the {field} of clip {fname} in {info_name} {problem}"
     if clip_license.reject_reason:
         return row, clip_license.reject_reason
     if clip_license.kind == "cc-by" and not row["uploader"]:

@@ -116,7 +116,7 @@ def duplex_output(tmp_path_factory) -> Path:
     return out
 
 
-def run_captions(server_url: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_captions(server_url: str, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """The captions recipe's server profile against an OpenAI-compatible server at `server_url`."""
     settings = [
         "profile=server",
@@ -125,7 +125,14 @@ def run_captions(server_url: str, out: Path, *extra: str) -> subprocess.Complete
     ]
     sets = [arg for setting in settings for arg in ("--set", setting)]
     return koe(
-        "run", str(REPO / "recipes" / "captions_fsd50k.yaml"), *sets, "--output", str(out), "--no-progress", *extra
+        "run",
+        str(REPO / "recipes" / "captions_fsd50k.yaml"),
+        *sets,
+        "--output",
+        str(out),
+        "--no-progress",
+        *extra,
+        check=check,
     )
 
 

@@ -130,8 +130,6 @@ ROW_FIELDS = {
     "uploader",
     "license",
     "license_name",
-    "description",
-    "tags",
     "audio",
 }
 
@@ -259,3 +257,110 @@ def test_demo_data_is_what_its_generator_makes(tmp_path):
         info = sf.info(wav)
         assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_16")
         assert 0.5 <= info.duration <= 3.0
+
+
+def _metadata(mirror: Path, subset: str = "dev") -> Path:
+    return mirror / "metadata" / f"{subset}_clips_info_FSD50K.json"
+
+
+BROKEN_METADATA = {
+    "broken JSON": (b'{"990000101": {"title": ', r"dev_clips_info_FSD50K.json is not valid JSON: "),
+    "100,000 levels deep": (b"[" * 100_000 + b"]" * 100_000, r"dev_clips_info_FSD50K.json .* nests too deeply"),
+    "a list, not an object": (b"[1, 2]", r"dev_clips_info_FSD50K.json is not a JSON object keyed by Freesound id"),
+}
+
+
+@pytest.mark.parametrize(("content", "error"), BROKEN_METADATA.values(), ids=BROKEN_METADATA.keys())
+def test_broken_metadata_is_refused_before_any_row_naming_the_file(tmp_path, content, error):
+    mirror = _hub_mirror(tmp_path / "FSD50k")
+    _metadata(mirror).write_bytes(content)
+    with pytest.raises(ValueError, match=error):
+        read_clips(mirror)  # not lazily, at the first row: before any work
+
+
+def _hostile_mirror(root: Path) -> Path:
+    """The demo data with hostile metadata entries and CSV lines; the clips they touch are named in HOSTILE_CLIPS."""
+    mirror = _hub_mirror(root)
+    info = json.loads(_metadata(mirror).read_text())
+    info["990000101"]["title"] = "TITLE_BYTES"  # replaced below by bytes that are not UTF-8
+    info["990000102"]["title"] = ["Rain", "Water"]
+    info["990000103"]["uploader"] = {"name": "koe"}
+    info["990000104"]["license"] = 4.0
+    info["990000106"]["title"] = "x" * 100_000
+    eval_info = json.loads(_metadata(mirror, "eval").read_text())
+    eval_info["990000201"]["description"] = "長い説明" * 250_000  # a million characters; no sample uses it: kept
+    eval_info["990000202"]["title"] = "half\ud800"
+    _metadata(mirror).write_bytes(json.dumps(info).encode().replace(b"TITLE_BYTES", b"Bell \xff\xfe"))
+    _metadata(mirror, "eval").write_text(json.dumps(eval_info))  # the surrogate as JSON spells it: \\ud800
+    dev_csv = mirror / "labels" / "dev.csv"
+    lines = dev_csv.read_bytes().splitlines()
+    lines += [
+        b"990000108,Bell\xff,/m/0395lw,train",  # a label that is not UTF-8
+        b"990000109,Bell",  # a short line
+        b'990000110,"' + b"A" * 200_000 + b'",/m/0395lw,train',  # a field past csv's 128 KiB limit
+        b"\xef\xbc\x95,Bell,/m/0395lw,train",  # fname a full-width 5: a digit, but no Freesound id
+    ]
+    dev_csv.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")  # and a UTF-8 BOM
+    return mirror
+
+
+HOSTILE_CLIPS = {
+    "990000101": "the title of clip 990000101 in dev_clips_info_FSD50K.json is not valid UTF-8 text",
+    "990000102": "the title of clip 990000102 in dev_clips_info_FSD50K.json is list, not text",
+    "990000103": "the uploader of clip 990000103 in dev_clips_info_FSD50K.json is dict, not text",
+    "990000104": "the license of clip 990000104 in dev_clips_info_FSD50K.json is float, not text",
+    "990000106": "the title of clip 990000106 in dev_clips_info_FSD50K.json is 100,000 characters long (at most 1,000)",
+    "990000201": None,
+    "990000202": "the title of clip 990000202 in eval_clips_info_FSD50K.json is not valid UTF-8 text",
+}
+HOSTILE_LINES = [
+    ("990000108", "dev.csv line 9 has a labels that is not valid UTF-8"),
+    ("990000109", "dev.csv line 10 has no mids (a short line)"),
+    (None, "dev.csv line 11: field larger than field limit (131072)"),
+    (None, "dev.csv line 12 has fname '５', not a Freesound id"),
+]
+
+
+def test_hostile_metadata_rejects_only_the_clips_it_touches(tmp_path):
+    rows = list(read_clips(_hostile_mirror(tmp_path / "FSD50k")))
+    reasons = {row.get("fname"): reason for row, reason in rows if row.get("fname") in DEMO_DECISIONS}
+    assert reasons == {**DEMO_DECISIONS, **HOSTILE_CLIPS}
+    assert [(row.get("fname"), reason) for row, reason in rows[len(DEMO_DECISIONS) - 5 : -5]] == HOSTILE_LINES
+    for row, reason in rows:
+        if reason is None:
+            credit = attribution(row)["credit"]
+            assert len(credit) < 500 and credit.encode("utf-8")  # short, and text
+        else:
+            assert reason.encode("utf-8") and len(reason) < 200
+            assert all(not isinstance(row.get(field), (list, dict)) for field in ("title", "uploader", "license"))
+
+
+def test_a_captions_run_over_hostile_metadata_accounts_for_every_line(tmp_path):
+    from pipeline.manifest import read_manifest
+    from tests.chat_server import ChatServerDouble
+    from tests.conftest import koe, run_captions
+
+    mirror = _hostile_mirror(tmp_path / "FSD50k")
+    out = tmp_path / "out"
+    with ChatServerDouble() as server:
+        run_captions(server.url, out, "--set", f"sources.0.dataset={mirror}")
+    koe("validate", str(out))
+    rows = read_manifest(out / "manifest.parquet").to_pylist()
+    assert len(rows) == len(DEMO_DECISIONS) + len(HOSTILE_LINES)
+    written = {row["row_id"] for row in rows if row["status"] == "written"}
+    kept_before = {fname for fname, reason in DEMO_DECISIONS.items() if reason is None}
+    assert written == {fname for fname in kept_before if HOSTILE_CLIPS.get(fname) is None} == {"990000201"}
+
+
+def test_a_captions_run_over_broken_metadata_is_one_line_before_any_work(tmp_path):
+    from tests.chat_server import ChatServerDouble
+    from tests.conftest import run_captions
+
+    mirror = _hub_mirror(tmp_path / "FSD50k")
+    _metadata(mirror, "eval").write_bytes(b"{")
+    out = tmp_path / "out"
+    with ChatServerDouble() as server:
+        result = run_captions(server.url, out, "--set", f"sources.0.dataset={mirror}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "eval_clips_info_FSD50K.json is not valid JSON" in result.stderr
+    assert not (out / "shards").exists() or not list((out / "shards").iterdir())
