@@ -137,9 +137,10 @@ class Adapter:
     def __init__(self, mapping: ColumnMapping):
         self.mapping = mapping
 
-    def row_id(self, row: dict[str, Any], row_index: int) -> str:
+    def own_id(self, row: dict[str, Any]) -> str | None:
+        """The row's id as the corpus gives it; None when it has none (the row is then named by its index)."""
         value = row.get(self.mapping.id) if self.mapping.id else None
-        return str(value) if value not in (None, "") else f"row{row_index}"
+        return str(value) if value not in (None, "") else None
 
     def parse(self, row: dict[str, Any]) -> ParsedRow:
         m = self.mapping
@@ -198,8 +199,8 @@ class Adapter:
 class ClipAdapter:
     """Sound collections (FSD50K): a row is one clip, its id the clip's file name; nothing to parse."""
 
-    def row_id(self, row: dict[str, Any], row_index: int) -> str:
-        return str(row.get("fname") or f"row{row_index}")
+    def own_id(self, row: dict[str, Any]) -> str | None:
+        return str(row["fname"]) if row.get("fname") else None
 
 
 def make_adapter(source) -> Adapter | ClipAdapter:
@@ -346,18 +347,21 @@ def read_rows(source) -> Iterator[dict[str, Any] | Rejected]:
 
 def iter_items(sources) -> Iterator[SourceItem]:
     """Every input row of every source, in order, with a unique key; duplicates are flagged."""
-    first_seen: dict[str, str] = {}
+    first_seen: dict[str, tuple[str, bool]] = {}  # key -> (where, whether that row had its own id)
     for source in sources:
         adapter = make_adapter(source)
         for row_index, row in enumerate(read_rows(source)):
             reason = row.reason if isinstance(row, Rejected) else None
             row = (row.row or {}) if isinstance(row, Rejected) else row
-            row_id = adapter.row_id(row, row_index)
+            own_id = adapter.own_id(row)
+            row_id = own_id if own_id is not None else f"row{row_index}"
             key = sample_key(source.name, row_id)
             if key in first_seen:
-                reason = f"duplicate id {row_id!r} (first at {first_seen[key]})"
+                where, first_had_id = first_seen[key]
+                if own_id is not None and first_had_id:  # a real duplicate, not an id equal to an index name
+                    reason = reason or f"duplicate id {row_id!r} (first at {where})"
                 key = sample_key(source.name, row_id, duplicate_of_row=row_index)
-            first_seen[key] = f"{source.name} row {row_index}"
+            first_seen[key] = (f"{source.name} row {row_index}", own_id is not None)
             yield SourceItem(source.name, row_index, row, key, row_id, reason)
 
 

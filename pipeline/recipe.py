@@ -12,9 +12,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,7 +27,7 @@ from pydantic import (
 )
 
 from .corpora import ADAPTERS, CLIP_ADAPTERS, ColumnMapping
-from .keys import SOURCE_NAME_PATTERN
+from .keys import MAX_SOURCE_CHARS, SOURCE_NAME_PATTERN
 from .safe_yaml import parse_yaml, read_yaml_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -40,6 +41,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_short_name(value: str) -> str:
+    if not re.match(SOURCE_NAME_PATTERN, value):
+        shown = value[:40] + ("..." if len(value) > 40 else "")
+        raise ValueError(
+            f"{shown!r} ({len(value)} characters) must be 1 to {MAX_SOURCE_CHARS} letters, digits or underscores: "
+            "it starts every key and file name"
+        )
+    return value
+
+
+ShortName = Annotated[str, AfterValidator(_check_short_name)]
+
+
 def _resolve_path(value: str, info: ValidationInfo) -> Path:
     base = Path((info.context or {}).get("base_dir", "."))
     return (base / value).resolve()
@@ -48,7 +62,7 @@ def _resolve_path(value: str, info: ValidationInfo) -> Path:
 class SourceConfig(_Strict):
     """One input corpus: a local file/folder/glob, or a Hub dataset id at a pinned revision."""
 
-    name: str = Field(pattern=SOURCE_NAME_PATTERN, description="short name; the prefix of every key")
+    name: ShortName = Field(description="short name; the prefix of every key")
     dataset: str = Field(description="local path (relative to the recipe) or Hub dataset id")
     adapter: str = Field(description="which corpus schema the rows follow")
     license: str
@@ -338,7 +352,7 @@ class ExecutionConfig(_Strict):
 
 
 class Recipe(_Strict):
-    name: str = Field(pattern=SOURCE_NAME_PATTERN)
+    name: ShortName
     kind: Literal["sft", "dpo", "duplex", "captions"] = "sft"
     seed: int = 0
     sources: list[SourceConfig] = Field(min_length=1)

@@ -134,8 +134,8 @@ def test_generic_mapping():
     mapping = ColumnMapping(id="uid", prompt="question", response="answer")
     parsed = Adapter(mapping).parse({"uid": 5, "question": "問", "answer": "答"})
     assert [(t.role, t.text) for t in parsed.turns] == [("user", "問"), ("assistant", "答")]
-    assert Adapter(mapping).row_id({"uid": 5}, 9) == "5"
-    assert Adapter(mapping).row_id({}, 9) == "row9"
+    assert Adapter(mapping).own_id({"uid": 5}) == "5"
+    assert Adapter(mapping).own_id({}) is None
     with pytest.raises(ValueError, match="exactly one of messages, prompt, numbered_prompt"):
         ColumnMapping(prompt="q", messages="m")
     with pytest.raises(ValueError, match="needs '{n}'"):

@@ -97,7 +97,7 @@ seed_rows = st.fixed_dictionaries(
 def test_adapters_parse_or_reject(row):
     for name in ("magpie", "automultiturn", "hh_rlhf", "chatbot_arena"):
         adapter = Adapter(ADAPTERS[name])
-        assert isinstance(adapter.row_id(row, 0), str)
+        assert isinstance(adapter.own_id(row), str | None)
         try:
             parsed = _within_budget(adapter.parse, row)
         except Rejected as rejected:

@@ -110,7 +110,7 @@ def test_a_40_character_source_name_is_a_one_line_recipe_error(tmp_path):
     result = koe(*args, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
-    assert len(problems) == 1 and problems[0].startswith("  - sources.0.name: ") and "{1,32}" in problems[0]
+    assert len(problems) == 1 and problems[0].startswith("  - sources.0.name: ") and "1 to 32 letters, digits or underscores" in problems[0]
     assert not out.exists()
 
 
@@ -206,3 +206,15 @@ def test_an_id_that_is_also_another_rows_key_selects_both(adversarial_output):
     """`--ids` takes row ids and keys alike: `magpie-dup` is the key of row `dup` and the id of another row."""
     bumped, _ = _regenerate(adversarial_output, "magpie-dup")
     assert bumped == {"magpie-dup", "magpie-magpie-dup"}
+
+
+def test_an_id_equal_to_an_index_name_is_no_duplicate(tmp_path):
+    # line 1 cannot be read, so it is named by its index (row1); a real row then has the id row1, and
+    # a row without an id (named row4) follows a real row with the id row4
+    no_id = json.dumps({"conversations": [{"role": "user", "content": "名前のない行です。"}]}, ensure_ascii=False)
+    lines = [_line("r0"), BAD_UTF8, _line("row1"), _line("row4"), no_id.encode()]
+    _, rows = _run(tmp_path, lines)
+    _assert_valid(tmp_path, rows)
+    assert [r["status"] for r in rows] == ["written", "rejected", "written", "written", "written"]
+    assert rows[1]["reason"].startswith("not valid UTF-8")
+    assert [r["row_id"] for r in rows] == ["r0", "row1", "row1", "row4", "row4"]
