@@ -1,19 +1,13 @@
-"""Captions: windows, caption checks and retries, and the vllm captioner up to the engine call."""
+"""Captions: windows, caption checks and retries, and captions runs end to end."""
 
 from __future__ import annotations
-
-import threading
-import time
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
 
-from pipeline.captioners import Caption, captioner_options
-from pipeline.captioners.vllm import Captioner as VLLMCaptioner
+from pipeline.captioners import Caption
 from pipeline.captions import caption_problem, caption_window, windows
 from pipeline.records import Rejected
-from pipeline.tts import BackendSetupError
 
 
 def test_long_clips_are_split_into_equal_windows_of_at_most_30_s():
@@ -64,110 +58,7 @@ def test_bad_captions_are_asked_again_with_new_seeds_then_rejected():
         caption_window(never, np.zeros(16000, np.float32), seed=5, attempts=2)
 
 
-# --- vllm: everything up to the engine call ------------------------------------------------------
-
-
-@dataclass
-class SamplingParamsDouble:
-    """Stands in for vllm.SamplingParams (vLLM cannot be installed here): clone() and a seed field."""
-
-    temperature: float = 0.6
-    seed: int | None = None
-
-    def clone(self) -> SamplingParamsDouble:
-        return replace(self)
-
-
-@dataclass
-class _Completion:
-    text: str
-    finish_reason: str
-
-
-@dataclass
-class _Output:
-    outputs: list[_Completion]
-
-
-@dataclass
-class VLLMEngineDouble:
-    """Stands in for vllm.LLM: records each generate call; captions say the clip's length and seed."""
-
-    fail: bool = False
-    delay: float = 0.05
-    calls: list[list[tuple[dict, SamplingParamsDouble]]] = field(default_factory=list)
-
-    def generate(self, prompts, sampling_params, use_tqdm=True):
-        time.sleep(self.delay)  # batches fill while the engine is busy, as on a GPU
-        if self.fail:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        self.calls.append(list(zip(prompts, sampling_params, strict=True)))
-        return [
-            _Output(
-                [_Completion(f" A sound of {p['multi_modal_data']['audio'][0].size} samples (seed {s.seed}). ", "stop")]
-            )
-            for p, s in zip(prompts, sampling_params, strict=True)
-        ]
-
-
-def vllm_captioner(tmp_path, engine: VLLMEngineDouble, **options) -> VLLMCaptioner:
-    engine_parts = (
-        engine,
-        "<|im_start|>user\n<|audio_start|><|audio_pad|><|audio_end|><|im_end|>\n",
-        SamplingParamsDouble(),
-    )
-    return VLLMCaptioner(engine=engine_parts, model_dir=str(tmp_path), **options)
-
-
-def test_vllm_batches_concurrent_clips_and_keeps_each_clips_seed(tmp_path):
-    engine = VLLMEngineDouble()
-    captioner = vllm_captioner(tmp_path, engine, batch_size=4, batch_wait_ms=20)
-    results: dict[int, Caption] = {}
-
-    def ask(i: int) -> None:
-        results[i] = captioner.caption(np.zeros(1000 + i, np.float32), seed=100 + i)
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(results[i] == Caption(f"A sound of {1000 + i} samples (seed {100 + i}).", "stop") for i in range(10))
-    sizes = [len(call) for call in engine.calls]
-    assert sum(sizes) == 10 and max(sizes) <= 4 and max(sizes) > 1  # batched, never above batch_size
-    for call in engine.calls:
-        for prompt, params in call:
-            audio, rate = prompt["multi_modal_data"]["audio"]
-            assert rate == 16000 and prompt["prompt"].startswith("<|im_start|>user")  # audio only, no text
-            assert params.seed == 100 + audio.size - 1000
-
-
-def test_a_failed_engine_call_fails_every_clip_of_its_batch(tmp_path):
-    captioner = vllm_captioner(tmp_path, VLLMEngineDouble(fail=True))
-    with pytest.raises(RuntimeError, match="illegal memory access"):
-        captioner.caption(np.zeros(1000, np.float32), seed=1)
-
-
-def test_vllm_describes_model_revision_and_sampling(tmp_path):
-    captioner = vllm_captioner(tmp_path, VLLMEngineDouble(), revision="abc123")
-    described = captioner.describe()
-    assert described["model"] == tmp_path.name and described["revision"] == "abc123"
-    assert described["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "max_tokens": 512}
-
-
-def test_vllm_fails_early_without_its_model_folder_or_vllm(tmp_path):
-    with pytest.raises(BackendSetupError, match="captioner model folder not found on this node"):
-        VLLMCaptioner(model_dir=str(tmp_path / "missing"))
-    with pytest.raises(BackendSetupError, match="no config.json"):
-        VLLMCaptioner(model_dir=str(tmp_path))
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(BackendSetupError, match="cluster/runtime_envs/vllm.yaml"):
-        VLLMCaptioner(model_dir=str(tmp_path))  # vLLM is not installed here
-
-
-def test_captioner_options_are_checked_when_the_recipe_loads():
-    with pytest.raises(ValueError, match="options.bach_size: unknown key"):
-        captioner_options("vllm", {"model_dir": "/m", "bach_size": 3})
+# The vllm captioner's own tests are in tests/test_captioner_vllm.py.
 
 
 # --- end to end: the openai captioner against a local server ---------------------------------------

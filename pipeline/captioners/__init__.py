@@ -16,7 +16,7 @@ from .base import CAPTION_SAMPLE_RATE, Caption, Captioner
 
 CAPTIONERS = {
     "openai": "pipeline.captioners.openai",  # any OpenAI-compatible server, e.g. `vllm serve`
-    "vllm": "pipeline.captioners.vllm",  # vLLM's offline engine in this process (a Ray GPU actor)
+    "vllm": "pipeline.captioners.vllm",  # vLLM's async engine in this process (a Ray GPU actor)
 }
 
 
