@@ -8,8 +8,10 @@ interface, `Diarizer`, and are built by name with `make_diarizer`:
   regions, resemblyzer embeddings of short windows, agglomerative clustering. It cannot detect
   overlapped speech, so its exclusive and full turns are the same.
 - "pyannote" (`PyannoteDiarizer`) runs pyannote.audio 4 from a local checkpoint folder and reports
-  overlapped speech. It is an optional extra because pyannote.audio needs torchaudio, which pins
-  an older torch than koe's.
+  overlapped speech, on the GPU when there is one. It is an optional extra: pyannote.audio 4.0.7
+  requires torch>=2.8 and torchaudio>=2.8 and resolves beside koe's torch 2.13, but PyPI's Linux
+  torchaudio (2.11.1+cu132) is a CUDA build that links libtorch_cuda, so it imports beside a
+  CUDA torch (GPU nodes) and not beside the CPU-only torch of the test environment.
 
 Heavy imports (torch, silero-vad, resemblyzer, pyannote.audio) happen on first use, so the
 interval functions cost nothing to import.
@@ -23,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,9 +38,10 @@ Interval = tuple[float, float]
 
 VAD_RATE = 16000  # silero-vad, resemblyzer and pyannote all work at 16 kHz
 PYANNOTE_INSTALL_HINT = (
-    "install it with `pip install 'koe[pyannote]'`; pyannote.audio needs torchaudio, which requires "
-    "torch <= 2.11, so use an environment of its own"
+    "install it with `pip install 'koe[pyannote]'`; it needs torchaudio, and PyPI's torchaudio is a CUDA "
+    "build that imports beside PyPI's (CUDA) torch, not beside a CPU-only torch"
 )
+DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when torch sees a GPU, else cpu
 
 
 class DiarizerSetupError(BackendSetupError):
@@ -53,6 +57,9 @@ class SpeakerTurn:
 
 class Diarizer(Protocol):
     name: str
+
+    def describe(self) -> dict[str, Any]:
+        """The diarizer, its settings and the device it runs on, for the records."""
 
     def diarize(self, audio: np.ndarray, sample_rate: int) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
         """(exclusive turns: at most one speaker at any time, full turns: may overlap) for a mono recording."""
@@ -215,6 +222,18 @@ class VadEmbeddingDiarizer:
         self.smoothing = smoothing
         self._encoder = voice_encoder()
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": "cpu",  # resemblyzer's encoder is loaded on the CPU; silero-vad runs in ONNX Runtime
+            "num_speakers": self.num_speakers,
+            "max_speakers": self.max_speakers,
+            "threshold": self.threshold,
+            "window": self.window,
+            "hop": self.hop,
+            "smoothing": self.smoothing,
+        }
+
     def diarize(self, audio: np.ndarray, sample_rate: int) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
         samples = resample(np.asarray(audio, dtype=np.float32), sample_rate, VAD_RATE)
         regions = speech_segments(samples, VAD_RATE)
@@ -317,14 +336,33 @@ class PyannotePipeline(Protocol):
     def __call__(self, file: dict[str, Any], **kwargs: int) -> Any:
         """Returns a `DiarizeOutput` with `.speaker_diarization` and `.exclusive_speaker_diarization`."""
 
+    def to(self, device: Any) -> Any:
+        """Moves its models and inferences to a `torch.device` (pyannote.audio 4 refuses a string); returns itself."""
+
+
+def resolve_device(device: str) -> str:
+    """The device for an option (auto, cpu, cuda): auto takes cuda when torch sees a GPU, else cpu;
+    cuda without a GPU is a setup error."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise DiarizerSetupError("device cuda was asked for, but torch sees no GPU here: use device auto or cpu")
+    return "cpu"
+
 
 def load_pyannote_pipeline(checkpoint: Path) -> PyannotePipeline:
     """pyannote.audio 4 from a local clone of a pipeline repository (its config.yaml), with no network."""
     os.environ["PYANNOTE_METRICS_ENABLED"] = "0"
     try:
         from pyannote.audio import Pipeline
-    except ImportError as exc:
-        raise DiarizerSetupError(f"pyannote.audio is not installed ({exc}): {PYANNOTE_INSTALL_HINT}") from None
+    except (ImportError, OSError) as exc:  # OSError: torchaudio's CUDA build beside a CPU-only torch
+        raise DiarizerSetupError(f"pyannote.audio does not import here ({exc}): {PYANNOTE_INSTALL_HINT}") from None
     pipeline = Pipeline.from_pretrained(checkpoint, token=None)
     if pipeline is None:
         raise DiarizerSetupError(f"pyannote.audio could not load a pipeline from {checkpoint}")
@@ -343,7 +381,9 @@ class PyannoteDiarizer:
     """pyannote.audio 4 (e.g. speaker-diarization-community-1) from a local checkpoint folder.
 
     It is given in-memory 16 kHz audio, so no file decoding (torchcodec) is involved, and reports
-    overlapped speech in its full turns. `load_pipeline` is the seam for tests.
+    overlapped speech in its full turns. `device` "auto" moves the pipeline to the GPU when torch
+    sees one (`Pipeline.to(torch.device("cuda"))`: `from_pretrained` leaves it on the CPU unless
+    config.yaml names a device); "cpu" keeps it there and "cuda" insists. `load_pipeline` is the seam for tests.
     """
 
     name = "pyannote"
@@ -354,8 +394,10 @@ class PyannoteDiarizer:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        device: str = "auto",
         load_pipeline: Callable[[Path], PyannotePipeline] = load_pyannote_pipeline,
     ):
+        self.device = resolve_device(device)
         folder = Path(checkpoint)
         fetch_hint = (
             "clone a pyannote diarization pipeline repository (e.g. pyannote/speaker-diarization-community-1, "
@@ -367,7 +409,26 @@ class PyannoteDiarizer:
             raise DiarizerSetupError(f"pyannote checkpoint folder {folder} has no config.yaml: {fetch_hint}")
         counts = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
         self._speaker_counts = {key: value for key, value in counts.items() if value is not None}
-        self._pipeline = load_pipeline(folder)
+        self.checkpoint = folder
+        pipeline = load_pipeline(folder)
+        if self.device != "cpu":
+            import torch
+
+            pipeline = pipeline.to(torch.device(self.device))
+        self._pipeline = pipeline
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            package = f"pyannote.audio {version('pyannote.audio')}"
+        except PackageNotFoundError:
+            package = "pyannote.audio (not installed)"
+        return {
+            "name": self.name,
+            "model": package,
+            "checkpoint": str(self.checkpoint),
+            "device": self.device,
+            **self._speaker_counts,
+        }
 
     def diarize(self, audio: np.ndarray, sample_rate: int) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
         import torch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from itertools import pairwise
@@ -19,6 +20,8 @@ from pipeline.align import (
     load_wav2vec2_log_probs,
     openjtalk_timing,
     openjtalk_voice_model,
+    torchaudio_ctc_forced_align,
+    torchaudio_forced_align_function,
 )
 from pipeline.audio import resample
 from pipeline.records import Alignment
@@ -233,6 +236,147 @@ def test_forced_alignment_follows_the_planted_path():
     assert ctc_forced_align(log_probs, [a, a, b], blank) == [(1, 3), (4, 5), (5, 7)]
     with pytest.raises(ValueError, match="cannot hold"):
         ctc_forced_align(log_probs[:3], [a, a, b], blank)  # a, a needs a blank between: 4 frames at least
+
+
+def test_forced_alignment_of_a_long_text_follows_the_planted_path():
+    """Hundreds of targets: more trellis states than an int8 counts."""
+    rng = np.random.default_rng(7)
+    targets = [int(t) for t in rng.integers(1, 40, 300)]
+    labels, spans = [], []
+    for token in targets:
+        spans.append((len(labels), len(labels) + 2))
+        labels += [token, token, 0]
+    log_probs = np.log(np.full((len(labels), 40), 0.01))
+    log_probs[np.arange(len(labels)), labels] = np.log(0.6)
+    assert ctc_forced_align(log_probs, targets, 0) == spans
+
+
+# --- torchaudio's forced_align against the numpy Viterbi ------------------------------------------
+# torchaudio imports on GPU nodes; PyPI's torchaudio 2.11.1 is a CUDA build (it links libtorch_cuda),
+# so beside the CPU-only test torch it is missing or fails to load and these tests skip.
+
+needs_torchaudio = pytest.mark.skipif(
+    torchaudio_forced_align_function() is None,
+    reason="torchaudio.functional.forced_align does not import here (torchaudio missing, or PyPI's CUDA "
+    "build beside a CPU-only torch); the numpy Viterbi is used",
+)
+
+
+def viterbi_devices() -> list:
+    import torch
+
+    gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU for torchaudio's CUDA kernel")
+    return ["cpu", pytest.param("cuda", marks=gpu)]
+
+
+def random_case(rng: np.random.Generator, dtype: type) -> tuple[np.ndarray, list[int]]:
+    """Peaky CTC-like log-probs (blank 0 often wins) and targets with repeated tokens."""
+    vocabulary = int(rng.integers(3, 12))
+    targets = [int(t) for t in rng.integers(1, vocabulary, int(rng.integers(1, 25)))]
+    for i in rng.integers(0, len(targets), 3):  # plant some repeats
+        targets.insert(int(i), targets[int(i)])
+    repeats = sum(a == b for a, b in pairwise(targets))
+    frames = len(targets) + repeats + int(rng.integers(0, 60))
+    logits = rng.normal(0, 3, (frames, vocabulary))
+    logits[:, 0] += rng.normal(1.5, 1, frames)
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    return log_probs.astype(dtype), targets
+
+
+@needs_torchaudio
+@pytest.mark.parametrize("device", viterbi_devices())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torchaudio_and_numpy_viterbi_agree_on_random_log_probs(device, dtype):
+    rng = np.random.default_rng(15)
+    for _ in range(300):
+        log_probs, targets = random_case(rng, dtype)
+        assert torchaudio_ctc_forced_align(log_probs, targets, 0, device) == ctc_forced_align(log_probs, targets, 0)
+    exact = np.log(np.full((9, 3), 0.05))
+    exact[np.arange(9), [0, 1, 1, 0, 1, 2, 2, 0, 0]] = np.log(0.9)  # the planted path
+    assert torchaudio_ctc_forced_align(exact, [1, 1, 2], 0, device) == [(1, 3), (4, 5), (5, 7)]
+    with pytest.raises(ValueError, match="cannot hold"):
+        torchaudio_ctc_forced_align(exact[:3], [1, 1, 2], 0, device)
+
+
+def path_score(log_probs: np.ndarray, targets: list[int], spans: list[tuple[int, int]], blank: int = 0) -> float:
+    labels = np.full(len(log_probs), blank)
+    for token, (start, end) in zip(targets, spans, strict=True):
+        labels[start:end] = token
+    return float(log_probs[np.arange(len(log_probs)), labels].sum())
+
+
+def collapse(path: tuple[int, ...], blank: int = 0) -> list[int]:
+    return [token for i, token in enumerate(path) if token != blank and (i == 0 or path[i - 1] != token)]
+
+
+def test_numpy_viterbi_finds_a_most_likely_path_even_when_paths_tie():
+    """Against every CTC path, on log-probs of three values (so scores tie exactly)."""
+    rng = np.random.default_rng(4221)
+    for _ in range(150):
+        vocabulary, frames = int(rng.integers(2, 5)), int(rng.integers(1, 7))
+        targets = [int(t) for t in rng.integers(1, vocabulary, int(rng.integers(1, frames + 1)))]
+        if len(targets) + sum(a == b for a, b in pairwise(targets)) > frames:
+            continue
+        log_probs = rng.integers(-2, 1, (frames, vocabulary)).astype(np.float64)
+        best = max(
+            float(log_probs[np.arange(frames), path].sum())
+            for path in itertools.product(range(vocabulary), repeat=frames)
+            if collapse(path) == targets
+        )
+        assert path_score(log_probs, targets, ctc_forced_align(log_probs, targets, 0)) == best
+
+
+@needs_torchaudio
+@pytest.mark.parametrize("device", viterbi_devices())
+def test_torchaudio_never_beats_the_numpy_viterbi_on_exact_ties(device):
+    """On exact ties the two may choose different paths; torchaudio 2.11.1's can score lower
+    (pytorch/audio#4221), the numpy one is a most likely path."""
+    rng = np.random.default_rng(15)
+    for _ in range(300):
+        log_probs, targets = random_case(rng, np.float64)
+        coarse = np.round(log_probs / 4) * 4
+        ours = path_score(coarse, targets, ctc_forced_align(coarse, targets, 0))
+        assert path_score(coarse, targets, torchaudio_ctc_forced_align(coarse, targets, 0, device)) <= ours
+
+
+@needs_torchaudio
+@pytest.mark.parametrize("device", viterbi_devices())
+def test_torchaudio_and_numpy_viterbi_agree_on_a_real_sentence(backend, tmp_path, device):
+    """The OpenJTalk render of test_ctc_aligner_recovers_openjtalk_word_times: blank gaps, いい (a repeat),
+    and the double's flat log-probs, full of exact ties."""
+    text = "今日は、いい天気ですね。明日も晴れるでしょう。"
+    audio, truth = backend.synthesize_aligned(text, speaker(1.0, 0.0), seed=0)
+    spelled = "きょう は いい 天気 です ね あした も はれる でしょう".split()
+    timeline = [(s, w.start, w.end) for s, w in zip(spelled, truth.words, strict=True)]
+    emissions = TimedEmissionsDouble(HIRAGANA_VOCABULARY, timeline)
+    folder = write_model_folder(tmp_path / "ja-ctc", HIRAGANA_VOCABULARY)
+    numpy_aligner = CTCAligner(folder, log_probs=emissions, viterbi="numpy")
+    torchaudio_aligner = CTCAligner(folder, device=device, log_probs=emissions, viterbi="torchaudio")
+    log_probs = emissions(resample(audio, 48000, 16000))
+    targets = [t for _, tokens in numpy_aligner.word_tokens(text) for t in tokens]
+    assert any(a == b for a, b in pairwise(targets))
+    for dtype in (np.float64, np.float32):
+        cast = log_probs.astype(dtype)
+        assert torchaudio_ctc_forced_align(cast, targets, 0, device) == ctc_forced_align(cast, targets, 0)
+    assert torchaudio_aligner.align(audio, 48000, text) == numpy_aligner.align(audio, 48000, text)
+
+
+def test_the_viterbi_is_numpy_on_the_cpu_and_torchaudio_on_a_gpu_where_it_imports(tmp_path, monkeypatch):
+    import torch
+
+    folder = write_model_folder(tmp_path / "m", HIRAGANA_VOCABULARY)
+    silent = TimedEmissionsDouble(HIRAGANA_VOCABULARY, [])
+    assert CTCAligner(folder, log_probs=silent).viterbi == "numpy"
+    on_gpu = CTCAligner(folder, device="cuda", log_probs=silent).viterbi
+    assert on_gpu == ("torchaudio" if torchaudio_forced_align_function() else "numpy")
+    for present, device in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda present=present: present)
+        assert CTCAligner(folder, device="auto", log_probs=silent).device == device
+    with pytest.raises(ValueError, match="viterbi must be"):
+        CTCAligner(folder, log_probs=silent, viterbi="fast")
+    if torchaudio_forced_align_function() is None:
+        with pytest.raises(AlignerSetupError, match="does not import here"):
+            CTCAligner(folder, log_probs=silent, viterbi="torchaudio")
 
 
 def test_aligner_reports_no_words_when_the_audio_is_too_short(tmp_path):

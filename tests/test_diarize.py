@@ -3,7 +3,10 @@
 The dialogue is two pitch/speed variants of OpenJTalk's one voice (-8 semitones at 0.9x and +8 at
 1.15x: closer variants such as ±4 are one speaker to resemblyzer), so the truth is known to the
 sample. The only double is `PyannotePipelineDouble`, standing in for a loaded pyannote.audio
-pipeline (which cannot be installed beside koe's torch); it returns real pyannote.core Annotations.
+pipeline at the model boundary: pyannote.audio 4.0.7 resolves beside torch 2.13, but its torchaudio
+(PyPI's is a CUDA build) does not import beside the CPU-only test torch. It returns real
+pyannote.core Annotations and records where it was moved; `torch.cuda.is_available` is the one
+other thing replaced, to make a GPU "present".
 """
 
 from __future__ import annotations
@@ -258,15 +261,23 @@ class DiarizeOutputDouble:
 
 
 class PyannotePipelineDouble:
-    """Stands in for a loaded pyannote.audio pipeline: returns the given Annotations, records its calls."""
+    """Stands in for a loaded pyannote.audio pipeline: returns the given Annotations, records its calls
+    and the devices it was moved to (pyannote.audio 4's `Pipeline.to` takes a torch.device, returns itself)."""
 
-    def __init__(self, full: Annotation, exclusive: Annotation):
-        self.output = DiarizeOutputDouble(full, exclusive)
+    def __init__(self, full: Annotation | None = None, exclusive: Annotation | None = None):
+        self.output = DiarizeOutputDouble(full or Annotation(), exclusive or Annotation())
         self.calls: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.moves: list[torch.device] = []
 
     def __call__(self, file: dict[str, Any], **kwargs: Any) -> DiarizeOutputDouble:
         self.calls.append((file, kwargs))
         return self.output
+
+    def to(self, device: torch.device) -> PyannotePipelineDouble:
+        if not isinstance(device, torch.device):
+            raise TypeError(f"`device` must be an instance of `torch.device`, got `{type(device).__name__}`")
+        self.moves.append(device)
+        return self
 
 
 def annotation(turns: list[tuple[str, float, float]]) -> Annotation:
@@ -300,12 +311,60 @@ def test_pyannote_diarizer_fails_early_with_what_to_do(tmp_path, checkpoint):
 def test_pyannote_diarizer_says_how_to_install_pyannote_audio(checkpoint):
     try:
         import pyannote.audio  # noqa: F401
-    except ImportError:
+    except (ImportError, OSError):  # OSError: installed, but its torchaudio needs a CUDA torch
         pass
     else:
-        pytest.skip("pyannote.audio is installed here")
-    with pytest.raises(DiarizerSetupError, match=r"koe\[pyannote\].*torch <= 2.11"):
+        pytest.skip("pyannote.audio imports here")
+    with pytest.raises(DiarizerSetupError, match=r"koe\[pyannote\].*CUDA build"):
         PyannoteDiarizer(checkpoint)
+
+
+def gpu_present(monkeypatch, present: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: present)
+
+
+def test_pyannote_pipeline_moves_to_the_gpu_when_there_is_one(checkpoint, monkeypatch):
+    gpu_present(monkeypatch, True)
+    double = PyannotePipelineDouble()
+    diarizer = make_diarizer("pyannote", checkpoint=checkpoint, load_pipeline=lambda folder: double)
+    assert double.moves == [torch.device("cuda")]
+    described = diarizer.describe()
+    assert described.pop("model").startswith("pyannote.audio ")  # its version, or "(not installed)" here
+    assert described == {"name": "pyannote", "checkpoint": str(checkpoint), "device": "cuda"}
+    forced = PyannotePipelineDouble()
+    PyannoteDiarizer(checkpoint, device="cuda", load_pipeline=lambda folder: forced)
+    assert forced.moves == [torch.device("cuda")]
+    kept = PyannotePipelineDouble()
+    on_cpu = PyannoteDiarizer(checkpoint, device="cpu", num_speakers=2, load_pipeline=lambda folder: kept)
+    assert kept.moves == [] and on_cpu.describe()["device"] == "cpu" and on_cpu.describe()["num_speakers"] == 2
+
+
+def test_pyannote_pipeline_stays_on_the_cpu_without_a_gpu(checkpoint, monkeypatch):
+    gpu_present(monkeypatch, False)
+    double = PyannotePipelineDouble()
+    diarizer = PyannoteDiarizer(checkpoint, load_pipeline=lambda folder: double)
+    assert double.moves == [] and diarizer.describe()["device"] == "cpu"
+    loaded = []
+    with pytest.raises(DiarizerSetupError, match="device cuda.*no GPU"):
+        PyannoteDiarizer(checkpoint, device="cuda", load_pipeline=lambda folder: loaded.append(folder))
+    assert loaded == []  # refused before loading anything
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        make_diarizer("pyannote", checkpoint=checkpoint, device="gpu")
+
+
+def test_vad_embedding_diarizer_describes_itself_and_takes_no_device(vad_embedding):
+    assert vad_embedding.describe() == {
+        "name": "vad-embedding",
+        "device": "cpu",
+        "num_speakers": None,
+        "max_speakers": 4,
+        "threshold": 0.3,
+        "window": 1.5,
+        "hop": 0.75,
+        "smoothing": 0.5,
+    }
+    with pytest.raises(ValueError, match="device"):
+        make_diarizer("vad-embedding", device="cuda")
 
 
 def test_pyannote_diarizer_passes_audio_in_memory_and_converts_annotations(checkpoint):
