@@ -5,7 +5,7 @@ comes, and its last line `RATIO <name> <value> (target <op> <value>)` is collect
 reported in the table, not as a failure: the ratios are measurements to read, so this always exits
 0 (a benchmark that crashed shows as an error). Names on the command line run only those.
 
-    python bench/run_all.py                       # all seven, a few minutes on 2 cores
+    python bench/run_all.py                       # all eight, a few minutes on 2 cores
     python bench/run_all.py shard_writing memory  # just these
 """
 
@@ -20,7 +20,16 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ["pipeline_efficiency", "gpu_saturation", "shard_writing", "memory", "qc_share", "readings", "text_time"]
+BENCHMARKS = [
+    "pipeline_efficiency",
+    "gpu_saturation",
+    "batching_saturation",
+    "shard_writing",
+    "memory",
+    "qc_share",
+    "readings",
+    "text_time",
+]
 RATIO = re.compile(r"^RATIO (\S+) (\S+) \(target (<=|>=) (\S+)\)$")
 MEETS = {"<=": operator.le, ">=": operator.ge}
 

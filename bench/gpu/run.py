@@ -63,7 +63,7 @@ class Route:
 
     name: str
     recipe: str
-    model_folder: str  # under --models
+    model_folder: str  # under --models: the route is skipped when it is missing or empty
     overrides: tuple[str, ...]
     input_kind: str = "rows"  # "rows" (magpie corpus) or "clips" (FSD50K layout)
 
@@ -74,6 +74,12 @@ ROUTES = [
         "recipes/sft_magpie.yaml",
         "CosyVoice2-0.5B",
         ("tts.options.model_dir={models}/CosyVoice2-0.5B",),
+    ),
+    Route(
+        "cosyvoice2-triton",  # upstream's Triton / TensorRT-LLM runtime, one tritonserver per GPU started by koe
+        "recipes/sft_magpie.yaml",
+        "cosyvoice2_triton/model_repo",
+        ("profile=triton", "tts.options.start.model_repository={models}/cosyvoice2_triton/model_repo"),
     ),
     Route(
         "captioner",  # Qwen3-Omni-Captioner in vLLM, one engine per GPU
@@ -260,7 +266,7 @@ def main() -> int:
     results = []
     for route in (route for route in ROUTES if route.name in chosen):
         folder = args.models / route.model_folder
-        if not (folder / "config.json").is_file() and not any(folder.glob("*.yaml")):
+        if not folder.is_dir() or not any(folder.iterdir()):
             print(f"{route.name}: skipped, no model staged at {folder} (cluster/prepare_models.py stages it)")
             continue
         print(f"{route.name}: {args.rows} rows on {gpus} GPU(s) ...", flush=True)

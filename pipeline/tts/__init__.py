@@ -20,6 +20,9 @@ BACKENDS = {
     "openjtalk": "pipeline.tts.openjtalk",
     "cosyvoice2": "pipeline.tts.cosyvoice",  # the model folder's yaml decides v2 or v3; the name must agree
     "cosyvoice3": "pipeline.tts.cosyvoice",
+    # upstream's Triton / TensorRT-LLM runtime (runtime/triton_trtllm), reached over KServe v2 HTTP
+    "cosyvoice2-triton": "pipeline.tts.triton",
+    "cosyvoice3-triton": "pipeline.tts.triton",
 }
 
 
