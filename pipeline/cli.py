@@ -85,7 +85,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Render a recipe into shards and a manifest; resume; regenerate selected rows (see RUN_HELP)."""
-    from .executors import make_executor
+    from .executors import RayConnectError, make_executor
     from .run import OutputConflict, regeneration_preview, run_recipe
     from .select import Selection
     from .tts import BackendSetupError
@@ -111,6 +111,8 @@ def run(
         )
     except (RecipeError, OutputConflict, BackendSetupError, ValueError) as exc:
         _fail(str(exc))
+    except RayConnectError as exc:  # Ray could not be started or joined: one line that says why
+        _fail(str(exc), 1)
     except KeyboardInterrupt:
         signal_name, code = ("SIGTERM", 143) if _sigterm_received.is_set() else ("Ctrl-C", 130)
         _fail(f"stopped by {signal_name}: {RESUME_HINT}", code)

@@ -349,6 +349,30 @@ class ExecutionConfig(_Strict):
         default=1, gt=0, description="rows a shard task renders at once (raise it when synthesis runs on GPU actors)"
     )
     max_attempts: int = Field(default=3, gt=0, description="tries of a failing shard task")
+    # Timeouts of the Ray run. Here rather than in the model stage's section: they say where and how a run
+    # waits, not what it makes, so they stay out of the recipe's fingerprint and can change on a resume.
+    model_call_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description=(
+            "a request to a GPU actor (TTS or captioner) unanswered this long is given up: the row is tried again "
+            "on another actor and the silent actor is restarted. Keep it above the longest call plus its wait in "
+            "the actor's queue (and above a backend's own request timeout)"
+        ),
+    )
+    model_load_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description=(
+            "how long the GPU actors may take to start (placement, runtime_env set-up, model load); a run whose "
+            "actors have not one loaded by then stops, and a restarted actor that has not reloaded is restarted again"
+        ),
+    )
+    connect_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="--ray-address: how long the cluster's address may take to accept a connection",
+    )
 
 
 class Recipe(_Strict):
