@@ -33,6 +33,35 @@ def koe(
     return result
 
 
+REFERENCE_TRANSCRIPT = "キョウワ イイ テンキ デスネ。"  # in kana, as voice-cloning backends are sent it
+
+
+def write_tone(path: Path, seconds: float, rate: int = 24000, pitch: float = 220.0) -> Path:
+    """A sine tone as a stand-in reference recording."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), rate)
+    return path
+
+
+def reference_speaker(speaker_id: str, audio: Path | None, transcript: str | None = REFERENCE_TRANSCRIPT):
+    """A bank speaker for voice-cloning backends."""
+    from pipeline.speakers import Speaker
+
+    return Speaker(
+        id=speaker_id,
+        name=speaker_id,
+        gender="f",
+        age_band="30s",
+        reference_audio=audio,
+        transcript=transcript,
+        license="CC0",
+        source="test",
+    )
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
     return path

@@ -12,20 +12,14 @@ from __future__ import annotations
 import os
 import time
 
-from pydantic import BaseModel, ConfigDict
-
 from bench.latency_tts_double import Backend as LatencyBackend
+from bench.latency_tts_double import Options as LatencyOptions
 
 NEEDS_REFERENCE_AUDIO = False
 FOREVER_SECONDS = 24 * 3600
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    latency_seconds: float = 0.0
-    seconds_per_char: float = 0.2
-    max_chars: int = 80
-    calls_dir: str | None = None
+class Options(LatencyOptions):
     hang_marker: str | None = None
     hang_every_call: bool = False
 

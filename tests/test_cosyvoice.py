@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from pydantic import ValidationError
 
@@ -23,7 +22,6 @@ from pipeline.audio import PEAK_CEILING
 from pipeline.recipe import RenderConfig
 from pipeline.records import Rejected, Turn
 from pipeline.render import attempt_seed, render_turn
-from pipeline.speakers import Speaker
 from pipeline.tts.base import EmptyAudio
 from pipeline.tts.cosyvoice import (
     CONFIG_FILES,
@@ -36,8 +34,9 @@ from pipeline.tts.cosyvoice import (
     SpeakerPromptError,
     require_cuda,
 )
+from tests.conftest import REFERENCE_TRANSCRIPT, reference_speaker, write_tone
 
-TRANSCRIPT = "キョウワ イイ テンキ デスネ。"
+TRANSCRIPT = REFERENCE_TRANSCRIPT
 
 
 class CosyVoiceModelDouble:
@@ -84,12 +83,6 @@ class OldApiModelDouble(CosyVoiceModelDouble):
         return super().add_zero_shot_spk(prompt_text, prompt_speech_16k, zero_shot_spk_id)
 
 
-def write_wav(path: Path, seconds: float, rate: int = 24000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate)
-    return path
-
-
 def make_model_dir(root: Path, model_class: str, skip: str | None = None) -> Path:
     """A folder with every file `model_class` loads (empty: only their presence is checked before loading)."""
     folder = root / {"CosyVoice2": "CosyVoice2-0.5B", "CosyVoice3": "Fun-CosyVoice3-0.5B"}[model_class]
@@ -104,22 +97,9 @@ def make_model_dir(root: Path, model_class: str, skip: str | None = None) -> Pat
     return folder
 
 
-def speaker(speaker_id: str, audio: Path | None, transcript: str | None = TRANSCRIPT) -> Speaker:
-    return Speaker(
-        id=speaker_id,
-        name=speaker_id,
-        gender="f",
-        age_band="30s",
-        reference_audio=audio,
-        transcript=transcript,
-        license="CC0",
-        source="test",
-    )
-
-
 @pytest.fixture
 def voices(tmp_path):
-    return [speaker(f"spk0{i}", write_wav(tmp_path / f"spk0{i}.wav", 5.0)) for i in (1, 2)]
+    return [reference_speaker(f"spk0{i}", write_tone(tmp_path / f"spk0{i}.wav", 5.0)) for i in (1, 2)]
 
 
 @pytest.fixture
@@ -342,7 +322,7 @@ def test_registration_happens_once_under_concurrent_calls(build, voices):
 def test_a_changed_bank_entry_is_registered_again(build, voices, tmp_path):
     backend, double = build()
     backend.synthesize("ア", voices[0], 1)
-    moved = voices[0].model_copy(update={"reference_audio": write_wav(tmp_path / "new.wav", 4.0)})
+    moved = voices[0].model_copy(update={"reference_audio": write_tone(tmp_path / "new.wav", 4.0)})
     backend.synthesize("ア", moved, 1)
     backend.synthesize("ア", moved, 2)
     assert double.registrations == ["spk01", "spk01"]
@@ -351,7 +331,7 @@ def test_a_changed_bank_entry_is_registered_again(build, voices, tmp_path):
 
 def test_cosyvoice3_prompt_gets_an_instruction(build, voices):
     backend, double = build("CosyVoice3")
-    own = speaker("spk03", voices[1].reference_audio, "Speak calmly." + END_OF_PROMPT + TRANSCRIPT)
+    own = reference_speaker("spk03", voices[1].reference_audio, "Speak calmly." + END_OF_PROMPT + TRANSCRIPT)
     backend.synthesize("ア", voices[0], 1)
     backend.synthesize("ア", own, 1)
     assert double.spk2info["spk01"]["prompt_text"] == DEFAULT_V3_INSTRUCTION + TRANSCRIPT
@@ -360,7 +340,9 @@ def test_cosyvoice3_prompt_gets_an_instruction(build, voices):
 
 def test_cosyvoice2_prompt_drops_a_cosyvoice3_instruction(build, voices):
     backend, double = build("CosyVoice2")
-    backend.synthesize("ア", speaker("spk03", voices[0].reference_audio, DEFAULT_V3_INSTRUCTION + TRANSCRIPT), 1)
+    backend.synthesize(
+        "ア", reference_speaker("spk03", voices[0].reference_audio, DEFAULT_V3_INSTRUCTION + TRANSCRIPT), 1
+    )
     assert double.spk2info["spk03"]["prompt_text"] == TRANSCRIPT
 
 
@@ -385,12 +367,12 @@ def test_old_api_gets_a_16khz_tensor(build, voices):
     ],
 )
 def test_unusable_speakers_are_clear_errors(build, tmp_path, audio, transcript, problem):
-    write_wav(tmp_path / "short.wav", 5.0)
-    write_wav(tmp_path / "long.wav", 35.0)
-    write_wav(tmp_path / "narrow.wav", 5.0, rate=8000)
+    write_tone(tmp_path / "short.wav", 5.0)
+    write_tone(tmp_path / "long.wav", 35.0)
+    write_tone(tmp_path / "narrow.wav", 5.0, rate=8000)
     (tmp_path / "text.wav").write_text("not audio")
     backend, double = build()
-    voice = speaker("spk09", tmp_path / audio if audio else None, transcript)
+    voice = reference_speaker("spk09", tmp_path / audio if audio else None, transcript)
     with pytest.raises(SpeakerPromptError, match=problem):
         backend.synthesize("ア", voice, 1)
     assert double.registrations == [] and double.calls == []

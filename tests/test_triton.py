@@ -20,14 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from pydantic import ValidationError
 
 from pipeline.manifest import read_manifest
 from pipeline.recipe import RenderConfig, load_recipe
 from pipeline.records import Rejected, Turn
 from pipeline.render import attempt_seed, render_turn
-from pipeline.speakers import Speaker
 from pipeline.tts import backend_options, needs_reference_audio, reads_kana
 from pipeline.tts.base import BackendSetupError, EmptyAudio
 from pipeline.tts.cosyvoice import DEFAULT_V3_INSTRUCTION, SpeakerPromptError
@@ -39,36 +37,19 @@ from pipeline.tts.triton import (
     TritonSetupError,
     TritonTimeout,
 )
-from tests.conftest import REPO, koe
+from tests.conftest import REFERENCE_TRANSCRIPT, REPO, koe, reference_speaker, write_tone
 from tests.kserve_server import OUTPUT_RATE, KServeServerDouble, ModelDouble
 
-TRANSCRIPT = "キョウワ イイ テンキ デスネ。"
+TRANSCRIPT = REFERENCE_TRANSCRIPT
 SECONDS_PER_CHAR = 0.15  # the double's default
 FAKE_TRITONSERVER = [sys.executable, str(REPO / "tests" / "tritonserver_double.py")]
 
 
-def write_wav(path: Path, seconds: float, rate: int = 24000, pitch: float = 220.0) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), rate)
-    return path
-
-
-def speaker(speaker_id: str, audio: Path | None, transcript: str | None = TRANSCRIPT) -> Speaker:
-    return Speaker(
-        id=speaker_id,
-        name=speaker_id,
-        gender="f",
-        age_band="30s",
-        reference_audio=audio,
-        transcript=transcript,
-        license="CC0",
-        source="test",
-    )
-
-
 @pytest.fixture
 def voices(tmp_path):
-    return [speaker(f"spk0{i}", write_wav(tmp_path / f"spk0{i}.wav", 5.0, pitch=200.0 + 50 * i)) for i in (1, 2)]
+    return [
+        reference_speaker(f"spk0{i}", write_tone(tmp_path / f"spk0{i}.wav", 5.0, pitch=200.0 + 50 * i)) for i in (1, 2)
+    ]
 
 
 @pytest.fixture
@@ -260,7 +241,7 @@ def test_each_prompt_is_read_once_and_sent_with_every_request(connect, server, v
 def test_a_changed_bank_entry_is_prepared_again(connect, server, voices, tmp_path):
     backend = connect(server)
     backend.synthesize("ア", voices[0], 1)
-    moved = voices[0].model_copy(update={"reference_audio": write_wav(tmp_path / "new.wav", 4.0)})
+    moved = voices[0].model_copy(update={"reference_audio": write_tone(tmp_path / "new.wav", 4.0)})
     backend.synthesize("ア", moved, 1)
     assert [r.prompt_samples for r in server.infers] == [5 * 16000, 4 * 16000]
 
@@ -273,7 +254,7 @@ def test_concurrent_first_calls_prepare_consistent_prompts(connect, server, voic
 
 
 def test_prompts_that_would_share_a_server_side_voice_are_refused(connect, voices, tmp_path):
-    twin = speaker("spk09", write_wav(tmp_path / "twin.wav", 5.0, pitch=400.0))  # same transcript as spk01
+    twin = reference_speaker("spk09", write_tone(tmp_path / "twin.wav", 5.0, pitch=400.0))  # same transcript as spk01
     with KServeServerDouble([ModelDouble("cosyvoice3")]) as double:
         backend = connect(double, model="cosyvoice3")
         backend.synthesize("ア", voices[0], 1)
@@ -300,12 +281,12 @@ def test_prompts_that_would_share_a_server_side_voice_are_refused(connect, voice
     ],
 )
 def test_unusable_speakers_are_clear_errors_before_any_request(connect, server, tmp_path, audio, transcript, problem):
-    write_wav(tmp_path / "short.wav", 5.0)
-    write_wav(tmp_path / "long.wav", 35.0)
-    write_wav(tmp_path / "narrow.wav", 5.0, rate=8000)
+    write_tone(tmp_path / "short.wav", 5.0)
+    write_tone(tmp_path / "long.wav", 35.0)
+    write_tone(tmp_path / "narrow.wav", 5.0, rate=8000)
     backend = connect(server)
     with pytest.raises(SpeakerPromptError, match=problem):
-        backend.synthesize("ア", speaker("spk09", tmp_path / audio if audio else None, transcript), 1)
+        backend.synthesize("ア", reference_speaker("spk09", tmp_path / audio if audio else None, transcript), 1)
     assert server.infers == []
 
 
