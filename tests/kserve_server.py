@@ -202,6 +202,7 @@ class KServeServerDouble(LocalServer):
 
     handler = KServeHandler
     thread_name = "kserve-double"
+    server_class = _KServeServer  # a deep accept queue: hundreds of clients connect at once, as to Triton
 
     def __init__(
         self,
@@ -216,16 +217,7 @@ class KServeServerDouble(LocalServer):
         log_path: str | None = None,
         version: str = "2.59.0-double",
     ):
-        # LocalServer's set-up, on the given port (0: a free one), with a deep accept queue: hundreds of clients
-        # connect at once, as they do to Triton, and the standard queue of 5 resets some of them
-        self._server = _KServeServer(("127.0.0.1", port), self.handler)
-        self._server.double = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": POLL_SECONDS},
-            name=self.thread_name,
-            daemon=True,
-        )
+        super().__init__(port)
         self.connections: set[socket.socket] = set()  # open keep-alive connections: closed when the server stops
         self.models = {m.name: m for m in (models or [ModelDouble("cosyvoice2")])}
         self.capacity = capacity

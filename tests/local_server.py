@@ -26,9 +26,11 @@ class LocalServer:
 
     handler: ClassVar[type[BaseHTTPRequestHandler]]
     thread_name: ClassVar[str] = "local-server"
+    server_class: ClassVar[type[_Server]] = _Server
 
-    def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), self.handler)
+    def __init__(self, port: int = 0) -> None:
+        """`port` 0: a free one."""
+        self._server = self.server_class(("127.0.0.1", port), self.handler)
         self._server.double = self
         self._thread = threading.Thread(
             target=self._server.serve_forever,
