@@ -50,7 +50,7 @@ def test_explicit_set_wins_over_the_profile():
 
 
 def test_unknown_profile_is_named():
-    with pytest.raises(RecipeError, match="profile 'laptop' is not defined in 'profiles' \\(defined: embedded\\)"):
+    with pytest.raises(RecipeError, match="profile 'laptop' is not defined in 'profiles' \\(defined: embedded, triton\\)"):
         load_recipe(REPO / "recipes" / "sft_magpie.yaml", ["profile=laptop"])
 
 
