@@ -147,7 +147,12 @@ class ModelWarden:
     its model within the load timeout is restarted again.
     """
 
-    def __init__(self, actors: list, load_timeout: float):
+    def __init__(self, actor_names: list[str], load_timeout: float):
+        import ray
+
+        # by name, not by handle: handles would be constructor arguments in the object store, which a
+        # restarted warden may not get back (Ray warns of it on every run, ray-project/ray#53727)
+        actors = [ray.get_actor(name) for name in actor_names]
         self.actors = actors
         self.load_timeout = load_timeout
         self.trusted_since = [0.0] * len(actors)  # answers count from then: the current process had loaded
@@ -738,10 +743,17 @@ class RayExecutor:
         if config.runtime_env:
             options["runtime_env"] = config.runtime_env
         execution = recipe.execution
-        actor_class = ray.remote(ModelActor).options(**options, max_task_retries=execution.max_attempts)
-        actors = [actor_class.remote(stage, config.backend, config.options) for _ in range(count)]
+        actor_class = ray.remote(ModelActor)
+        run = uuid.uuid4().hex[:8]
+        names = [f"koe-model-{run}-{index}" for index in range(count)]
+        actors = [
+            actor_class.options(**options, max_task_retries=execution.max_attempts, name=name).remote(
+                stage, config.backend, config.options
+            )
+            for name in names
+        ]
         warden_class = ray.remote(ModelWarden).options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-        warden = warden_class.remote(actors, execution.model_load_timeout_seconds)
+        warden = warden_class.remote(names, execution.model_load_timeout_seconds)
         self.pool_gpus = count * config.num_gpus
         return ModelPool(
             actors,
