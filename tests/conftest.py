@@ -68,6 +68,15 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 @pytest.fixture
+def local_gpu_ray():
+    """A local Ray instance that advertises two (logical) GPUs for the actor pool to claim."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="error")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
 def make_recipe(tmp_path):
     """Write a recipe (and its corpus) into tmp_path; returns the recipe path."""
 

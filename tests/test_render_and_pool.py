@@ -92,7 +92,9 @@ def test_the_backends_silence_around_a_one_word_turn_is_not_a_runaway(speaker):
     hai = Turn("user", "はい", tts_text="はい", reading="ハイ")  # 2 morae: about 0.27 s of speech
     render_turn(hai, speaker, ScriptedBackend([1.0]), seed=1, sample_rate=16000, config=RenderConfig())
     with pytest.raises(Rejected, match=r"audio too long for its text \(3\.0 s"):
-        render_turn(hai, speaker, ScriptedBackend([3.0]), seed=1, sample_rate=16000, config=RenderConfig(max_attempts=1))
+        render_turn(
+            hai, speaker, ScriptedBackend([3.0]), seed=1, sample_rate=16000, config=RenderConfig(max_attempts=1)
+        )
 
 
 def test_backend_errors_are_not_mistaken_for_bad_renders(speaker):
@@ -102,15 +104,6 @@ def test_backend_errors_are_not_mistaken_for_bad_renders(speaker):
 
     with pytest.raises(RuntimeError, match="CUDA out of memory"):
         render_turn(_turn(), speaker, Broken([]), seed=1, sample_rate=16000, config=RenderConfig())
-
-
-@pytest.fixture
-def local_gpu_ray():
-    """A local Ray instance that advertises two (logical) GPUs for the actor pool to claim."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="error")
-    yield ray
-    ray.shutdown()
 
 
 def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):

@@ -573,14 +573,6 @@ def test_koe_run_through_the_server_double(make_recipe, reference_bank, tmp_path
     assert all(t["seed"] is not None for t in sample["turns"] if "start" in t)
 
 
-@pytest.fixture
-def local_gpu_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="error")
-    yield ray
-    ray.shutdown()
-
-
 def test_gpu_actor_pool_starts_one_server_per_gpu(local_gpu_ray, make_recipe, reference_bank, tmp_path):
     from pipeline.executors import RayExecutor
     from pipeline.run import run_recipe
