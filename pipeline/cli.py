@@ -353,6 +353,9 @@ def ingest_mono(
         Path | None, typer.Option(help="pyannote: the local folder of a diarization pipeline (its config.yaml)")
     ] = None,
     num_speakers: Annotated[int | None, typer.Option(help="speakers in each recording, when known")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="pyannote: auto (the GPU when torch sees one), cpu or cuda")
+    ] = None,
     sample_rate: Annotated[int, typer.Option(help="output sample rate")] = 24000,
 ) -> None:
     """Real mono dialogues to two-channel stereo: the two main speakers on separate channels (as Moshi did).
@@ -366,7 +369,8 @@ def ingest_mono(
     from .ingest_mono import ingest_mono as run_ingest
     from .tts import BackendSetupError
 
-    options = {k: v for k, v in {"checkpoint": checkpoint, "num_speakers": num_speakers}.items() if v is not None}
+    given = {"checkpoint": checkpoint, "num_speakers": num_speakers, "device": device}
+    options = {k: v for k, v in given.items() if v is not None}
     try:
         summary = run_ingest(inputs, dest, make_diarizer(diarizer, **options), sample_rate)
     except (ValueError, BackendSetupError) as exc:

@@ -710,7 +710,8 @@ class RayExecutor:
         execution = recipe.execution
         if pool:
             slots = len(pool.actors) * recipe.model_stage.concurrency
-            return math.ceil(2 * slots / execution.items_in_flight) + 1  # +1: covers another task's drain
+            per_task = execution.items_in_flight * execution.row_requests_in_flight  # at most: rows may send fewer
+            return math.ceil(2 * slots / per_task) + 1  # +1: covers another task's drain
         cluster_cpus = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
         return max(1, int(2 * cluster_cpus / execution.cpus_per_task))
 

@@ -14,7 +14,7 @@ speaker's activity on a channel of its own. The rules, applied to every recordin
 - every gain change is a 10 ms linear fade centred on the region edge, so cuts do not click.
 
 A multi-channel source is first averaged to mono. For each input `X.wav` / `X.flac`, `DEST/X.flac`
-(2 channels, 16-bit, `sample_rate`) and `DEST/X.json` (source, duration, diarizer, which speaker
+(2 channels, 16-bit, `sample_rate`) and `DEST/X.json` (source, duration, diarizer and its settings, which speaker
 went to which channel, every turn, the overlaps and other speakers' regions) are written, the JSON
 last, so a JSON marks a finished recording. `DEST/manifest.jsonl` has one row per input in input
 order: `{"path"` (the FLAC, relative to DEST, or null), `"source", "duration", "status", "reason"}`,
@@ -156,6 +156,7 @@ def _ingest_one(source: Path, dest: Path, diarizer: Diarizer, sample_rate: int) 
     record = {
         "source": str(source),
         **_fingerprint(source, diarizer.name, sample_rate),
+        "diarizer_settings": diarizer.describe(),  # the model, its settings and the device it ran on
         "duration": duration,
         "source_channels": audio.shape[1],
         "source_sample_rate": source_rate,

@@ -140,7 +140,15 @@ class SampleMaker(RowMaker):
             dialogue.extra = composed.json_fields()
         else:
             pcm = render_dialogue(
-                dialogue, self.roles, voiced, self.backend, seed, recipe.tts.sample_rate, recipe.render, self.gate
+                dialogue,
+                self.roles,
+                voiced,
+                self.backend,
+                seed,
+                recipe.tts.sample_rate,
+                recipe.render,
+                self.gate,
+                recipe.execution.row_requests_in_flight,
             )
         render_seconds = time.perf_counter() - started
         duration = pcm.shape[0] / recipe.tts.sample_rate

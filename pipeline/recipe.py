@@ -307,7 +307,10 @@ class QCConfig(_Strict):
     edge_seconds: float = Field(default=0.1, ge=0, description="silence kept before and after the speech")
     max_pause_seconds: float = Field(default=1.5, gt=0, description="longest silence inside an utterance")
     max_clipped_share: float = Field(
-        default=0.001, ge=0, le=1, description="of samples on flat tops (within 0.1% of the peak): clipped, at any level"
+        default=0.001,
+        ge=0,
+        le=1,
+        description="of samples on flat tops (within 0.1% of the peak): clipped, at any level",
     )
     max_dc_offset: float = Field(default=0.05, ge=0)
     rms_dbfs: tuple[float, float] = Field(
@@ -347,6 +350,16 @@ class ExecutionConfig(_Strict):
     )
     items_in_flight: int = Field(
         default=1, gt=0, description="rows a shard task renders at once (raise it when synthesis runs on GPU actors)"
+    )
+    row_requests_in_flight: int = Field(
+        default=1,
+        gt=0,
+        description=(
+            "synthesis requests one row (SFT, DPO) sends at once: its turns, and the pieces a long turn is split "
+            "into. With synthesis on GPU actors a row's requests then wait at the server together, not one after "
+            "another, which shortens each row and the end of each shard; the audio is the same. Requests a task "
+            "keeps in flight: items_in_flight x row_requests_in_flight at most"
+        ),
     )
     max_attempts: int = Field(default=3, gt=0, description="tries of a failing shard task")
     # Timeouts of the Ray run. Here rather than in the model stage's section: they say where and how a run

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,15 @@ from .speakers import Speaker
 from .tts import AligningBackend, EmptyAudio, TTSBackend
 
 Aligner = Callable[[np.ndarray, int, str], Alignment]  # (audio, sample rate, spoken text) -> timed words
+# How a turn's pieces (its text split to the backend's length limit) are sent: one after another, or all at
+# once through a row's thread pool. Either gives the same list, in the pieces' order.
+FanOut = Callable[[Callable[[str], Any], list[str]], list[Any]]
+
+
+def in_order(call: Callable[[str], Any], pieces: list[str]) -> list[Any]:
+    return [call(piece) for piece in pieces]
+
+
 EDGE_SILENCE_SECONDS = 1.0  # a backend's own silence around the speech (OpenJTalk: 0.3 s on each side)
 DETERMINISTIC = "deterministic backend: a re-render would give the same audio"
 
@@ -51,20 +62,27 @@ def implausible(seconds: float, expected: float | None, ratio: tuple[float, floa
     return None
 
 
-def synthesize_text(text: str, speaker: Speaker, backend: TTSBackend, seed: int) -> np.ndarray:
+def synthesize_text(
+    text: str, speaker: Speaker, backend: TTSBackend, seed: int, fan_out: FanOut = in_order
+) -> np.ndarray:
     """One text through the backend, split to its length limit, pieces joined."""
-    pieces = [backend.synthesize(piece, speaker, seed) for piece in split_for_tts(text, backend.max_chars)]
+    pieces = fan_out(lambda piece: backend.synthesize(piece, speaker, seed), split_for_tts(text, backend.max_chars))
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
 def synthesize_aligned(
-    turn: Turn, speaker: Speaker, backend: TTSBackend, seed: int, aligner: Aligner | None
+    turn: Turn,
+    speaker: Speaker,
+    backend: TTSBackend,
+    seed: int,
+    aligner: Aligner | None,
+    fan_out: FanOut = in_order,
 ) -> tuple[np.ndarray, Alignment]:
     """A turn's audio and its timed words: from the backend when it knows its durations, else by `aligner`."""
     if isinstance(backend, AligningBackend):
         pieces, alignments, offset = [], [], 0
-        for piece in split_for_tts(turn.tts_text or "", backend.max_chars):
-            audio, alignment = backend.synthesize_aligned(piece, speaker, seed)
+        texts = split_for_tts(turn.tts_text or "", backend.max_chars)
+        for audio, alignment in fan_out(lambda piece: backend.synthesize_aligned(piece, speaker, seed), texts):
             alignments.append(alignment.shifted(offset / backend.sample_rate))
             pieces.append(audio)
             offset += audio.size
@@ -79,7 +97,7 @@ def synthesize_aligned(
         return np.concatenate(pieces), merged
     if aligner is None:
         raise ValueError(f"backend {backend.name!r} does not time its words: set duplex.ctc_model_dir")
-    audio = synthesize_text(turn.tts_text or "", speaker, backend, seed)
+    audio = synthesize_text(turn.tts_text or "", speaker, backend, seed, fan_out)
     return audio, aligner(audio, backend.sample_rate, turn.spoken_text or "")
 
 
@@ -93,6 +111,7 @@ def render_turn(
     aligned: bool = False,
     aligner: Aligner | None = None,
     gate: QualityGate | None = None,
+    fan_out: FanOut = in_order,
 ) -> np.ndarray:
     """Render a turn, re-rendering with new seeds while its length does not fit the text.
 
@@ -117,9 +136,9 @@ def render_turn(
         alignment = None
         try:
             if aligned:
-                audio, alignment = synthesize_aligned(turn, speaker, backend, turn.seed, aligner)
+                audio, alignment = synthesize_aligned(turn, speaker, backend, turn.seed, aligner, fan_out)
             else:
-                audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed)
+                audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed, fan_out)
         except EmptyAudio:
             audio = np.zeros(0, dtype=np.float32)
         seconds = audio.size / rate
@@ -156,19 +175,45 @@ def render_dialogue(
     sample_rate: int,
     config: RenderConfig,
     gate: QualityGate | None = None,
+    requests_in_flight: int = 1,
 ) -> np.ndarray:
-    """Voiced turns joined by silence; sets each turn's speaker, seed, start and end."""
+    """Voiced turns joined by silence; sets each turn's speaker, seed, start and end.
+
+    With `requests_in_flight` above 1, the dialogue's synthesis requests (every turn, and every piece of a
+    turn split to the backend's length limit) are sent up to that many at once: a remote backend then has a
+    row's requests at its server together instead of one after another. The pieces are joined in order,
+    so the audio is the same, and a rejected turn is reported as the first one in order, as it is one by one.
+    """
+    turns = dialogue.spoken_turns(roles)
+
+    def render(turn: Turn, fan_out: FanOut) -> np.ndarray:
+        try:
+            speaker = speakers[turn.role]
+            return render_turn(turn, speaker, backend, seed, sample_rate, config, gate=gate, fan_out=fan_out)
+        except Rejected as rejected:
+            raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
+
+    if requests_in_flight > 1:
+        # Two pools: the turns' threads only wait on their pieces, sent through the other, so none starves.
+        with (
+            ThreadPoolExecutor(max_workers=requests_in_flight) as requests,
+            ThreadPoolExecutor(max_workers=max(1, len(turns))) as turn_threads,
+        ):
+
+            def at_once(call: Callable[[str], Any], pieces: list[str]) -> list[Any]:
+                return list(requests.map(call, pieces))
+
+            futures = [turn_threads.submit(render, turn, at_once) for turn in turns]
+            rendered = [future.result() for future in futures]  # the first failure in turn order is raised
+    else:
+        rendered = [render(turn, in_order) for turn in turns]
     gap = np.zeros(round(config.turn_gap_seconds * sample_rate), dtype=np.float32)
     parts: list[np.ndarray] = []
     position = 0
-    for turn in dialogue.spoken_turns(roles):
+    for turn, audio in zip(turns, rendered, strict=True):
         if parts:
             parts.append(gap)
             position += gap.size
-        try:
-            audio = render_turn(turn, speakers[turn.role], backend, seed, sample_rate, config, gate=gate)
-        except Rejected as rejected:
-            raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
         turn.speaker = speakers[turn.role].id
         turn.start = round(position / sample_rate, 6)
         position += audio.size

@@ -215,6 +215,7 @@ def test_ingest_mono_puts_each_voice_on_its_own_channel(dialogue, vad_embedding,
     assert stereo.shape[1] == 2 and rate == 24000 and sf.info(dest / "dialogue.flac").subtype == "PCM_16"
     record = json.loads((dest / "dialogue.json").read_text())
     assert record["diarizer"] == "vad-embedding" and record["other_speakers"] == [] and record["overlaps"] == []
+    assert record["diarizer_settings"] == vad_embedding.describe() and record["diarizer_settings"]["device"] == "cpu"
     assert [c["speaker"] for c in record["channels"]] == ["SPEAKER_00", "SPEAKER_01"]  # A talks more
     assert len(record["turns"]) == len(record["exclusive_turns"]) >= 6
 
@@ -441,3 +442,5 @@ def test_koe_ingest_mono_on_the_command_line(dialogue, tmp_path):
     assert rate == 24000 and audio.shape[1] == 2
     missing = koe("ingest-mono", str(source), str(tmp_path / "out2"), "--diarizer", "pyannote", check=False)
     assert missing.returncode == 2 and "checkpoint" in missing.stderr and "Traceback" not in missing.stderr
+    wrong = koe("ingest-mono", str(source), str(tmp_path / "out3"), "--device", "cuda", check=False)
+    assert wrong.returncode == 2 and "'vad-embedding': got an unexpected keyword argument 'device'" in wrong.stderr

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from pipeline.recipe import RenderConfig, load_recipe
-from pipeline.records import Rejected, Turn
-from pipeline.render import attempt_seed, render_turn
+from pipeline.records import Dialogue, Rejected, Turn
+from pipeline.render import attempt_seed, render_dialogue, render_turn
+from pipeline.speakable import split_for_tts
 from pipeline.speakers import load_bank
 from pipeline.tts import EmptyAudio
 from tests.conftest import BANK
@@ -104,6 +108,81 @@ def test_backend_errors_are_not_mistaken_for_bad_renders(speaker):
 
     with pytest.raises(RuntimeError, match="CUDA out of memory"):
         render_turn(_turn(), speaker, Broken([]), seed=1, sample_rate=16000, config=RenderConfig())
+
+
+class JitteredBackend:
+    """The real OpenJTalk backend behind a random delay per call, counting the calls it holds at once: requests
+    sent together then finish out of order, as a remote server's do."""
+
+    def __init__(self, backend, short_pieces: int):
+        self.backend, self.name, self.sample_rate = backend, backend.name, backend.sample_rate
+        self.max_chars = short_pieces  # long turns are split into several pieces
+        self.describe = backend.describe
+        self.random = random.Random(0)
+        self.lock = threading.Lock()
+        self.held = self.most_held = 0
+
+    def synthesize(self, text, speaker, seed):
+        with self.lock:
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+            delay = self.random.uniform(0, 0.05)
+        time.sleep(delay)
+        try:
+            return self.backend.synthesize(text, speaker, seed)
+        finally:
+            with self.lock:
+                self.held -= 1
+
+
+def _dialogue() -> Dialogue:
+    texts = [
+        ("user", "キョーワ イイ テンキ デスネ。 サンポニ イキマセンカ。"),
+        (
+            "assistant",
+            "イイデスネ。 コーエンマデ アルキマショー。 ベントーモ モッテ イキマス。 ノミモノワ ワタシガ カイマス。",
+        ),
+        ("user", "アリガトー ゴザイマス。"),
+    ]
+    return Dialogue(
+        "k", "s", 0, "d", [Turn(role, text, tts_text=text, reading=text.replace(" ", "")) for role, text in texts]
+    )
+
+
+def test_a_rows_requests_sent_at_once_give_the_same_audio_as_one_by_one(openjtalk):
+    bank = load_bank(BANK)
+    speakers = {"user": bank.speakers[0], "assistant": bank.speakers[1]}
+    config = RenderConfig()
+    made = {}
+    for requests in (1, 6):
+        backend = JitteredBackend(openjtalk, short_pieces=16)
+        dialogue = _dialogue()
+        pcm = render_dialogue(dialogue, ("user", "assistant"), speakers, backend, 5, 24000, config, None, requests)
+        made[requests] = (pcm.tobytes(), [(t.start, t.end, t.seed, t.gain_db) for t in dialogue.turns])
+        pieces = sum(len(split_for_tts(t.tts_text, backend.max_chars)) for t in dialogue.turns)
+        assert pieces == 8 and backend.most_held == min(requests, pieces)  # the cap, not one per turn
+    assert made[1] == made[6]
+
+
+def test_with_requests_at_once_the_first_rejected_turn_in_order_is_reported(speaker):
+    class RejectsLongTexts(ScriptedBackend):
+        def synthesize(self, text, speaker, seed):
+            time.sleep(0.05 if "2" in text else 0)  # the later turn fails first
+            return np.zeros(0 if len(text) > 4 else 16000, dtype=np.float32)
+
+    turns = [Turn("user", t, tts_text=t, reading=t) for t in ("アイウ", "エオカキクケコ1", "サシスセソタチ2")]
+    with pytest.raises(Rejected, match=r"^turn 2: no audio after 3 render"):
+        render_dialogue(
+            Dialogue("k", "s", 0, "d", turns),
+            ("user",),
+            {"user": speaker},
+            RejectsLongTexts([]),
+            1,
+            16000,
+            RenderConfig(),
+            None,
+            4,
+        )
 
 
 def test_gpu_stage_runs_in_an_actor_pool(local_gpu_ray, make_recipe, tmp_path):

@@ -580,7 +580,13 @@ def test_gpu_actor_pool_starts_one_server_per_gpu(local_gpu_ray, make_recipe, re
     repository = model_repository(tmp_path, server={"capacity": 4, "base_latency": 0.05})
     start = {"model_repository": str(repository), "command": FAKE_TRITONSERVER, "log_dir": str(tmp_path)}
     path = triton_recipe(make_recipe, reference_bank, 12, start=start)
-    overrides = ["tts.num_gpus=1", "tts.cpus_per_actor=0", "tts.concurrency=8", "execution.items_in_flight=4"]
+    overrides = [
+        "tts.num_gpus=1",
+        "tts.cpus_per_actor=0",
+        "tts.concurrency=8",
+        "execution.items_in_flight=4",
+        "execution.row_requests_in_flight=3",
+    ]
     summary = run_recipe(load_recipe(path, overrides), tmp_path / "out", RayExecutor(), show_progress=False)
     assert summary.statuses["written"] == 12
     launches = starts(repository)
@@ -594,7 +600,8 @@ def test_the_triton_profile_of_sft_magpie():
     recipe = load_recipe(REPO / "recipes" / "sft_magpie.yaml", ["profile=triton"])
     tts, execution = recipe.tts, recipe.execution
     assert tts.backend == "cosyvoice2-triton" and tts.num_gpus == 1 and tts.accelerator_type == "H200"
-    assert tts.concurrency == 256 and tts.runtime_env is None and execution.items_in_flight == 32
+    assert tts.concurrency == 256 and tts.runtime_env is None
+    assert execution.items_in_flight * execution.row_requests_in_flight == 32  # up to 32 requests per shard task
     start = tts.options["start"]
     assert Path(start["model_repository"]).parts[1] == "models" and start["command"] == ["tritonserver"]
     # the longest a synthesize call can take (a request, a server restart, the request again) fits the pool's

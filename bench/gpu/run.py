@@ -14,7 +14,8 @@ Inputs are made here so that nothing but the staged models is needed: magpie-sch
 bench/common.py, a four-voice reference bank rendered with the embedded OpenJTalk backend (CosyVoice
 clones any clean voice), and an FSD50K-layout collection of CC0 clips copied from the demo data. The
 node needs what `cluster/README.md` gives a GPU node: koe, Ray and the routes' environments (the
-recipes' `runtime_env`s). Budget: about 10 minutes on one H200 with the defaults.
+recipes' `runtime_env`s). Budget: about 10 minutes on one H200 with the defaults. `--routes cosyvoice2-x2`
+measures the in-process backend with two actors sharing each GPU (`tts.num_gpus=0.5`) against `cosyvoice2`.
 
     python bench/gpu/run.py [--models /models] [--routes cosyvoice2,cosyvoice2-triton,captioner] [--rows 400]
 
@@ -66,6 +67,7 @@ class Route:
     model_folder: str  # under --models: the route is skipped when it is missing or empty
     overrides: tuple[str, ...]
     input_kind: str = "rows"  # "rows" (magpie corpus) or "clips" (FSD50K layout)
+    by_default: bool = True  # run without --routes (the default set fits the 10 minutes)
 
 
 ROUTES = [
@@ -74,6 +76,13 @@ ROUTES = [
         "recipes/sft_magpie.yaml",
         "CosyVoice2-0.5B",
         ("tts.options.model_dir={models}/CosyVoice2-0.5B",),
+    ),
+    Route(
+        "cosyvoice2-x2",  # the same, two actors sharing each GPU (tts.num_gpus 0.5): does a second model fill it?
+        "recipes/sft_magpie.yaml",
+        "CosyVoice2-0.5B",
+        ("tts.options.model_dir={models}/CosyVoice2-0.5B", "tts.num_gpus=0.5"),
+        by_default=False,
     ),
     Route(
         "cosyvoice2-triton",  # upstream's Triton / TensorRT-LLM runtime, one tritonserver per GPU started by koe
@@ -251,7 +260,7 @@ def measure(route: Route, models: Path, work: Path, rows: int, gpus: int) -> Mea
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("/models"), help="folder of the staged model folders")
-    parser.add_argument("--routes", default=",".join(route.name for route in ROUTES))
+    parser.add_argument("--routes", default=",".join(route.name for route in ROUTES if route.by_default))
     parser.add_argument("--rows", type=int, default=400, help="input rows (clips for the captioner) per route")
     args = parser.parse_args()
     gpus = gpus_here()
