@@ -237,6 +237,7 @@ class ChatServerDouble(LocalServer):
         root: str = "/models/captioner-double",
         revision: str | None = None,
         api_key: str | None = None,
+        port: int = 0,
     ):
         self.model, self.root, self.revision, self.api_key = model, root, revision, api_key
         self.stopping = threading.Event()
@@ -245,7 +246,7 @@ class ChatServerDouble(LocalServer):
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
         self.max_in_flight = 0
-        super().__init__()
+        super().__init__(port)
 
     @property
     def url(self) -> str:
