@@ -15,41 +15,9 @@ from typing import Any
 
 from huggingface_hub import DatasetCardData
 
+from .kinds import kind_named
 from .records import SCHEMA_VERSION
 from .stats import OutputFacts, format_duration, speaker_descriptions
-
-TASKS = {
-    "sft": ["audio-text-to-text", "automatic-speech-recognition"],
-    "dpo": ["audio-text-to-text", "automatic-speech-recognition"],
-    "duplex": ["audio-to-audio", "audio-text-to-text"],
-    "captions": ["audio-text-to-text", "audio-classification"],
-}
-# what each kind's `<key>.json` holds, for the card's "sample format" section
-JSON_FIELDS = {
-    "sft": {
-        "source": "corpus, revision, row id and license of the row it was made from",
-        "speakers": "the bank voice of each spoken role",
-        "audio": "sample rate, channels, samples, duration",
-        "turns": "every turn's text; spoken turns also their speakable text, reading, speaker, start/end and QC scores",
-        "render": "TTS backend, model, options, seed and voices",
-    },
-    "duplex": {
-        "channels": "which role is on which channel (left = assistant, right = user)",
-        "timeline": "every turn and aizuchi: role, channel, start, end, text, gap to the previous turn",
-        "alignments": "every word with its start, end and role, in time order",
-        "augmentation": "what was applied to the user channel, if anything",
-    },
-    "captions": {
-        "source": "the FSD50K copy it was read from",
-        "clip": "Freesound id, title, uploader, license and the credit line CC BY asks for; FSD50K labels",
-        "audio": "sample rate, channels, samples, duration",
-        "caption": "the clip's English caption",
-        "captions": "caption per window (start, end, text)",
-        "captioner": "model, serving backend, input format, window and seed",
-    },
-}
-JSON_FIELDS["dpo"] = JSON_FIELDS["sft"] | {"turns": JSON_FIELDS["sft"]["turns"] + "; the chosen and rejected replies"}
-JSON_FIELDS["duplex"] = JSON_FIELDS["sft"] | JSON_FIELDS["duplex"]
 
 _CC_NAME = re.compile(r"^CC(0| BY(?:-[A-Z-]+)?) (\d\.\d)")
 _HUB_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
@@ -77,7 +45,8 @@ def summarize(facts: OutputFacts, config: str, split: str, data_files: str) -> d
     speaker_seconds = facts.speaker_seconds()
     voices = speaker_descriptions(facts, sorted(speaker_seconds))
     clip_licenses = Counter(s.clip["license_name"] for s in facts.samples if s.clip)
-    made_by = first.get("captioner") if facts.kind == "captions" else first.get("render")
+    kind = kind_named(facts.kind)
+    made_by = first.get(kind.model_record)
     return {
         "config": config,
         "split": split,
@@ -110,10 +79,7 @@ def summarize(facts: OutputFacts, config: str, split: str, data_files: str) -> d
         ],
         "clip_licenses": dict(sorted(clip_licenses.items())),
         "made_by": {k: v for k, v in (made_by or {}).items() if k in ("backend", "model", "window_seconds")},
-        "qc": recipe.get("qc") if facts.kind != "captions" else None,
-        "duplex": {k: v for k, v in recipe["duplex"].items() if k in ("gap", "overlap", "aizuchi")}
-        if facts.kind == "duplex"
-        else None,
+        **kind.card_summary(recipe),
         "seed": recipe["seed"],
         "recipe_fingerprint": facts.run["recipe_fingerprint"],
         "koe_version": facts.run["koe_version"],
@@ -122,14 +88,9 @@ def summarize(facts: OutputFacts, config: str, split: str, data_files: str) -> d
 
 def licenses(summaries: list[dict[str, Any]]) -> list[str]:
     """The Hub license ids of everything published: each text source's, and each caption clip's."""
-    found = set()
-    for summary in summaries:
-        if summary["kind"] == "captions":
-            found.update(hub_license(name) for name in summary["clip_licenses"])
-            found.add("cc-by-4.0")  # FSD50K's labels, as a curated collection
-        else:
-            found.update(hub_license(source["license"]) for source in summary["sources"])
-    return sorted(found)
+    return sorted(
+        {hub_license(name) for summary in summaries for name in kind_named(summary["kind"]).licenses(summary)}
+    )
 
 
 def _size_category(samples: int) -> str:
@@ -145,9 +106,9 @@ def card_data(summaries: list[dict[str, Any]]) -> DatasetCardData:
         configs.setdefault(summary["config"], []).append({"split": summary["split"], "path": summary["data_files"]})
     found = licenses(summaries)
     return DatasetCardData(
-        language=["ja"] if any(s["kind"] != "captions" for s in summaries) else ["en"],
+        language=sorted({kind_named(s["kind"]).language for s in summaries}),
         license=found[0] if len(found) == 1 else found,
-        task_categories=sorted({task for s in summaries for task in TASKS[s["kind"]]}),
+        task_categories=sorted({task for s in summaries for task in kind_named(s["kind"]).task_categories}),
         tags=["audio", "webdataset", "synthetic", "koe"],
         size_categories=[_size_category(sum(s["samples"] for s in summaries))],
         configs=[{"config_name": name, "data_files": files} for name, files in sorted(configs.items())],
@@ -203,19 +164,7 @@ def _loading(repo_id: str, revision: str, summary: dict[str, Any]) -> list[str]:
 
 
 def _how_made(summary: dict[str, Any]) -> list[str]:
-    made = summary["made_by"]
-    lines = []
-    if summary["kind"] == "captions":
-        lines.append(
-            f"- Captioned by `{made.get('model', '?')}` served through `{made.get('backend', '?')}`, "
-            f"in windows of at most {made.get('window_seconds', '?')} s."
-        )
-    else:
-        lines.append(f"- Spoken by the `{made.get('backend', '?')}` TTS backend (`{made.get('model', '?')}`).")
-        lines.append(
-            "- Text made speakable first (markdown, code, URLs, numbers and readings), each sample's voices "
-            f"drawn from the speaker bank by its key and the recipe's seed ({summary['seed']})."
-        )
+    lines = kind_named(summary["kind"]).how_made(summary)
     qc = summary["qc"]
     if qc and qc.get("enabled"):
         bounds = [
@@ -255,8 +204,8 @@ def render_card(repo_id: str, revision: str, summaries: list[dict[str, Any]]) ->
     body = [
         f"# {repo_id.split('/', 1)[1]}",
         "",
-        "Synthetic Japanese speech-model training data made with koe from text dialogue corpora"
-        + (" and sound collections" if any(s["kind"] == "captions" for s in summaries) else "")
+        "Speech-model training data made with koe from "
+        + " and ".join(sorted({kind_named(s["kind"]).made_from for s in summaries}))
         + f": {sum(s['samples'] for s in summaries)} samples, {_duration(hours)} of audio, "
         "as WebDataset shards (`<key>.flac` + `<key>.json` per sample).",
         "",
@@ -317,32 +266,17 @@ def render_card(repo_id: str, revision: str, summaries: list[dict[str, Any]]) ->
                 [[s["config"], v["id"], v["name"], _duration(v["hours"])] for s in summaries for v in s["speakers"]],
             ),
         ]
-    captions = [s for s in summaries if s["kind"] == "captions"]
-    if captions:
-        body += [
-            "",
-            "## FSD50K attribution",
-            "",
-            "The captioned clips come from FSD50K (Fonseca et al., 2020, https://zenodo.org/record/4060432; "
-            "the collection and its labels are CC BY 4.0). Only clips whose own license allows commercial use "
-            "were kept: CC0 and CC BY. CC BY asks for attribution: each sample's JSON carries its clip's "
-            "`clip.credit` line (title, uploader, Freesound link, license), and every clip is listed in "
-            "`manifests/<config>/<split>/attribution.csv`.",
-            "",
-            *_table(
-                ["config", "clip license", "clips"],
-                [[s["config"], name, n] for s in captions for name, n in s["clip_licenses"].items()],
-            ),
-        ]
+    for name in sorted({s["kind"] for s in summaries}):
+        body += kind_named(name).card_section([s for s in summaries if s["kind"] == name])
     body += ["", "## Sample format", ""]
-    for kind in sorted({s["kind"] for s in summaries}):
-        example = next(s for s in summaries if s["kind"] == kind)
+    for name in sorted({s["kind"] for s in summaries}):
+        example = next(s for s in summaries if s["kind"] == name)
         channels = "stereo" if example["channels"] == 2 else "mono"
         body += [
-            f"**{kind}**: `<key>.flac` ({example['sample_rate']} Hz, {channels}, 16-bit FLAC) and `<key>.json` "
+            f"**{name}**: `<key>.flac` ({example['sample_rate']} Hz, {channels}, 16-bit FLAC) and `<key>.json` "
             f"(schema version {SCHEMA_VERSION}) with `key`, `kind`, `recipe` and:",
             "",
-            *[f"- `{name}`: {meaning}" for name, meaning in JSON_FIELDS[kind].items()],
+            *[f"- `{field}`: {meaning}" for field, meaning in kind_named(name).json_fields.items()],
             "",
         ]
     body += ["## Loading", ""]

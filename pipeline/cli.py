@@ -293,7 +293,7 @@ def qc(directory: Annotated[Path, typer.Argument(help="output folder of `koe run
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .qc import distributions, rescore_output
+    from .rescore import distributions, rescore_output
 
     try:
         rows = rescore_output(directory)

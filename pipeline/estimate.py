@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .corpora import count_rows, iter_items, make_adapter
-from .job import VOICED_ROLES, estimated_seconds, prepare_dialogue, sample_seed
+from .keys import sample_seed
+from .kinds import kind_named
+from .kinds.speech import estimated_seconds, prepare_dialogue
 from .manifest import measured_rtf, read_manifest
 from .recipe import Recipe
 from .records import Dialogue, Rejected
@@ -45,11 +47,12 @@ def _sample_dialogues(recipe: Recipe, sample: int) -> tuple[list[Dialogue], int]
     """The accepted dialogues among the first `sample` rows, text stage applied; and how many rows that was."""
     adapters = {s.name: make_adapter(s) for s in recipe.sources}
     kana = reads_kana(recipe.tts.backend)
+    kind = kind_named(recipe.kind)
     accepted, seen = [], 0
     for item in itertools.islice(iter_items(recipe.sources), sample):
         seen += 1
         try:
-            accepted.append(prepare_dialogue(item, recipe, adapters[item.source], kana))
+            accepted.append(prepare_dialogue(item, recipe, kind, adapters[item.source], kana))
         except Rejected:
             continue
     return accepted, seen
@@ -59,7 +62,7 @@ def _measure_rtf_here(recipe: Recipe, dialogues: list[Dialogue], count: int) -> 
     """Render a few sampled dialogues with the recipe's backend in this process: seconds per audio second."""
     bank = load_bank(recipe.speakers.bank)
     backend = load_backend(recipe.tts.backend, recipe.tts.options)
-    roles = VOICED_ROLES[recipe.kind]
+    roles = kind_named(recipe.kind).voiced_roles
     rendered = spent = 0.0
     for dialogue in dialogues[:count]:
         speakers = assign_speakers(bank, dialogue.key, recipe.seed)
@@ -98,15 +101,13 @@ def estimate(
     from_output: Path | None = None,
     measure: int = 5,
 ) -> Estimate:
-    if recipe.kind == "captions":
-        raise ValueError(
-            "koe estimate forecasts the speech a recipe will render; a captions recipe's audio is its clips "
-            "(FSD50K: 51,197 clips, 108 h; 43,379 of the clips, 84.7%, are CC0 or CC-BY)"
-        )
+    kind = kind_named(recipe.kind)
+    if kind.estimate_refusal():
+        raise ValueError(kind.estimate_refusal())
     dialogues, seen = _sample_dialogues(recipe, sample)
     total = rows if rows is not None else count_rows(recipe.sources)
     accepted_share = len(dialogues) / seen if seen else 0.0
-    roles = VOICED_ROLES[recipe.kind]
+    roles = kind.voiced_roles
     seconds = (
         sum(estimated_seconds(d, roles, recipe.render.turn_gap_seconds) for d in dialogues) / len(dialogues)
         if dialogues

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .job import ShardJob, process_shard
+from .kinds import kind_named
 from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output
@@ -385,11 +386,14 @@ class ActorPoolCaptioner(ActorPoolModel):
         return self.call("caption", audio, seed)
 
 
+POOL_PROXIES = {"tts": ActorPoolBackend, "captioner": ActorPoolCaptioner}  # by the kind's model stage
+
+
 def _run_shard_task(
     job: ShardJob, recipe: Recipe, output: Output, inbox, pool: ModelPool | None
 ) -> DoneRecord | OSError:
     """A shard's task; a full disk is handed back, not raised, so that Ray neither retries nor logs it."""
-    proxy = ActorPoolCaptioner if recipe.kind == "captions" else ActorPoolBackend
+    proxy = POOL_PROXIES[kind_named(recipe.kind).model_stage]
     model = proxy(pool, start=job.index) if pool else None
     try:
         return process_shard(job, recipe, output, lambda row: inbox.put.remote(row), model)
@@ -718,7 +722,7 @@ class RayExecutor:
     def _model_pool(self, ray, recipe: Recipe) -> ModelPool:
         """Actors sized to the cluster's GPUs (of the stage's accelerator type, if it names one); fails at once
         when the cluster has none to give."""
-        stage = "captioner" if recipe.kind == "captions" else "tts"
+        stage = kind_named(recipe.kind).model_stage
         config = recipe.model_stage
         nodes = ray.nodes()
         fit, gpus = pool_capacity(nodes, config.num_gpus, config.accelerator_type)

@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from .audio import decode_flac, resample, to_int16
+from .kinds import KINDS
 from .shards import Output, read_tar_samples
 
 MOSHI_RATE = 24000  # Mimi's rate: both codebases load audio at 24 kHz
@@ -46,9 +47,11 @@ def duplex_samples(directory: Path) -> Iterator[tuple[str, np.ndarray, dict]]:
     for shard in shards:
         for sample in read_tar_samples(shard):
             document = json.loads(sample["json"])
-            if document.get("kind") != "duplex":
+            kind = KINDS.get(document.get("kind"))
+            if kind is None or not kind.exports_dialogues:
+                exportable = ", ".join(name for name, k in sorted(KINDS.items()) if k.exports_dialogues)
                 raise ValueError(
-                    f"{directory}: made by a kind {document.get('kind')!r} recipe; only duplex outputs "
+                    f"{directory}: made by a kind {document.get('kind')!r} recipe; only {exportable} outputs "
                     "(two channels with word alignments) can be exported"
                 )
             audio, rate = decode_flac(sample["flac"])

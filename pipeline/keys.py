@@ -57,10 +57,17 @@ def sample_key(source: str, row_id: str, duplicate_of_row: int | None = None) ->
     safe = _UNSAFE.sub("_", row_id)
     if duplicate_of_row is None and safe == row_id and 0 < len(row_id) <= room and not _DIGESTED.search(row_id):
         return f"{source}-{row_id}"
-    identity = "\x00".join([source, row_id] + ([] if duplicate_of_row is None else ["duplicate", str(duplicate_of_row)]))
+    identity = "\x00".join(
+        [source, row_id] + ([] if duplicate_of_row is None else ["duplicate", str(duplicate_of_row)])
+    )
     tail = digest(identity, DIGEST_CHARS)
     return f"{source}-{safe[: room - DIGEST_CHARS - 1]}_{tail}"
 
 
 def is_valid_key(key: str) -> bool:
     return bool(KEY_PATTERN.match(key))
+
+
+def sample_seed(recipe_seed: int, key: str, generation: int = 0) -> int:
+    """A per-sample seed for sampling backends: fixed by the recipe seed, the key and its generation."""
+    return derived_int("seed", recipe_seed, key, *([generation] if generation else []))

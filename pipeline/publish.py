@@ -17,9 +17,7 @@ HF_TOKEN variable or `hf auth login`): koe never takes, prints or stores it.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .card import render_card, summarize, summary_bytes
+from .kinds import kind_named
 from .shards import Output, file_sha256
-from .stats import OutputFacts, collect
+from .stats import collect
 from .validate import validate_output
 
 FILES_PER_FOLDER = 10_000  # the Hub's limit on files in one folder
@@ -110,28 +109,6 @@ def shard_paths(
     if len(shards) <= per_folder:
         return [f"{base}/{shard}.tar" for shard in shards], f"{base}/*.tar"
     return [f"{base}/{i // per_folder:04d}/{shard}.tar" for i, shard in enumerate(shards)], f"{base}/*/*.tar"
-
-
-def attribution_csv(facts: OutputFacts) -> bytes:
-    """Every captioned clip's credit (CC BY asks for it), one row per sample."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["key", "freesound_id", "title", "uploader", "license", "license_name", "source_url", "credit"])
-    for sample in facts.samples:
-        clip = sample.clip
-        writer.writerow(
-            [
-                sample.key,
-                clip["freesound_id"],
-                clip["title"],
-                clip["uploader"],
-                clip["license"],
-                clip["license_name"],
-                clip["source_url"],
-                clip["credit"],
-            ]
-        )
-    return buffer.getvalue().encode("utf-8")
 
 
 def shard_size_warnings(sizes: list[int]) -> list[str]:
@@ -224,8 +201,8 @@ def plan_publish(
         RepoFile.on_disk(f"{folder}/manifest.parquet", output.manifest_path),
         RepoFile.made(f"{folder}/summary.json", summary_bytes(summary)),
     ]
-    if facts.kind == "captions":
-        metadata.append(RepoFile.made(f"{folder}/attribution.csv", attribution_csv(facts)))
+    for name, content in kind_named(facts.kind).published_files(facts).items():
+        metadata.append(RepoFile.made(f"{folder}/{name}", content))
     others = _other_summaries(api, repo_id, revision if branch_exists else "main", remote, f"{folder}/summary.json")
     card = render_card(repo_id, revision, [summary, *others])
     metadata.append(RepoFile.made(CARD_PATH, card.encode("utf-8")))

@@ -390,7 +390,7 @@ class ExecutionConfig(_Strict):
 
 class Recipe(_Strict):
     name: ShortName
-    kind: Literal["sft", "dpo", "duplex", "captions"] = "sft"
+    kind: str = Field(default="sft", description="what the recipe makes: one of pipeline/kinds/ (sft, dpo, ...)")
     seed: int = 0
     sources: list[SourceConfig] = Field(min_length=1)
     speakers: SpeakersConfig | None = None
@@ -403,24 +403,19 @@ class Recipe(_Strict):
     output: OutputConfig = OutputConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
-    @model_validator(mode="after")
-    def _dpo_sources_have_replies(self) -> Recipe:
-        if self.kind == "dpo":
-            lacking = [s.name for s in self.sources if not (s.mapping.chosen and s.mapping.rejected)]
-            if lacking:
-                raise ValueError(f"kind 'dpo' needs chosen and rejected replies; sources {lacking} have none")
-        return self
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from .kinds import kind_named
+
+        kind_named(value)
+        return value
 
     @model_validator(mode="after")
-    def _captions_read_sound_collections(self) -> Recipe:
-        clips = [s.name for s in self.sources if s.adapter in CLIP_ADAPTERS]
-        if self.kind == "captions":
-            if len(clips) != len(self.sources):
-                raise ValueError(f"kind 'captions' reads sound collections (adapter {', '.join(CLIP_ADAPTERS)})")
-            if self.captioner is None:
-                raise ValueError("kind 'captions' needs a 'captioner' section")
-        elif clips:
-            raise ValueError(f"sources {clips} are sound collections: use kind 'captions'")
+    def _the_kind_can_run_it(self) -> Recipe:
+        from .kinds import kind_named
+
+        kind_named(self.kind).check_recipe(self)
         return self
 
     @model_validator(mode="after")
@@ -432,16 +427,12 @@ class Recipe(_Strict):
             )
         return self
 
-    @model_validator(mode="after")
-    def _speakers_for_speech(self) -> Recipe:
-        if self.kind != "captions" and self.speakers is None:
-            raise ValueError(f"kind {self.kind!r} speaks text: it needs 'speakers' (a bank, see speakers/README.md)")
-        return self
-
     @property
     def model_stage(self) -> ModelStageConfig:
-        """The stage whose model may run on GPU actors: the captioner for captions, else the TTS."""
-        return self.captioner if self.kind == "captions" and self.captioner else self.tts
+        """The stage whose model may run on GPU actors (the kind's: the TTS, or the captioner)."""
+        from .kinds import kind_named
+
+        return kind_named(self.kind).stage_config(self)
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Recipe:
@@ -453,9 +444,12 @@ class Recipe(_Strict):
     def fingerprint(self) -> str:
         """Digest of everything that shapes the output, not of where it runs: the bank counts by its
         content (recordings included), not its path, which differs under `ray job submit --working-dir`."""
+        from .kinds import KINDS, kind_named
         from .speakers import bank_digest
 
-        unused = {"execution"} | ({"duplex"} if self.kind != "duplex" else set())  # older outputs keep resuming
+        # the sections of other kinds do not shape this output (so older outputs keep resuming)
+        of_kinds = {section for kind in KINDS.values() for section in kind.settings_sections}
+        unused = {"execution"} | (of_kinds - set(kind_named(self.kind).settings_sections))
         if self.captioner is None:
             unused.add("captioner")
         content = self.model_dump(mode="json", exclude=unused)

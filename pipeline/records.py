@@ -126,6 +126,11 @@ class ManifestRow:
     qc_morae_per_second: float | None = None  # slowest turn
     qc_rms_dbfs: float | None = None  # quietest turn
 
+    @classmethod
+    def of(cls, item: SourceItem, shard: str, status: Status, **fields: Any) -> ManifestRow:
+        """The row of `item` in `shard`: its position and key from the item, the rest as given."""
+        return cls(item.source, item.row_index, item.row_id, item.key, status, shard, **fields)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

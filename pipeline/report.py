@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .kinds import kind_named
 from .shards import Output, atomic_write_bytes, iter_sample_json_with_audio
 from .stats import QC_SCORES, OutputFacts, collect, format_duration, speaker_descriptions
 
@@ -257,10 +258,10 @@ def listening_clips(directory: Path, facts: OutputFacts) -> list[Clip]:
 
     if "MP3" not in sf.available_formats():  # a libsndfile older than 1.1 (MP3 came with it): no players
         return []
-    if facts.kind == "captions":
-        wanted = {_license(s.clip) for s in facts.samples if s.clip}
-    else:
+    if kind_named(facts.kind).speaks:
         wanted = set(facts.speaker_seconds())
+    else:
+        wanted = {_license(s.clip) for s in facts.samples if s.clip}
     picks: dict[str, tuple[Candidate, dict[str, Any], bytes]] = {}  # label: the turn, its sample, its FLAC
     settled: set[str] = set()
     for tar in sorted(Output(Path(directory)).shards_dir.glob("*.tar")):
@@ -318,16 +319,17 @@ def listening_section(facts: OutputFacts, clips: list[Clip]) -> str:
     """The players, one table row per clip; empty without clips."""
     if not clips:
         return ""
-    unit, per = ("clip", "license") if facts.kind == "captions" else ("turn", "voice")
+    kind = kind_named(facts.kind)
+    unit, per = kind.listening
     title = f"Listen: one {unit} per {per} ({len(clips)} {per}s)"
     note = f"Each {per}'s first {unit} of at least {LISTEN_MIN_SECONDS:g} s (or its longest)"
     note += f", at most {LISTEN_SECONDS:g} s"
-    if facts.kind == "captions":
+    if kind.speaks:
+        note += ", from its own channel." if kind.channels > 1 else "."
+        voices = speaker_descriptions(facts, [clip.label for clip in clips])
+    else:
         note += ", mixed to mono."
         voices = {}
-    else:
-        note += ", from its own channel." if facts.kind == "duplex" else "."
-        voices = speaker_descriptions(facts, [clip.label for clip in clips])
     note += f" 16 kHz mono MP3, {sum(len(clip.mp3) for clip in clips) / 1024:.0f} KB in all."
     rows = "\n".join(_clip_row(clip, voices) for clip in clips)
     heading = f'<h2>{html.escape(title)}</h2><p class="sub">{html.escape(note)}</p>'

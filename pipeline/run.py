@@ -20,18 +20,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .captioners import load_captioner
 from .corpora import count_rows, iter_items, pin_revisions
-from .duplex import check_word_timing
 from .executors import Callbacks
-from .job import ShardJob, manifest_row
+from .job import ShardJob
+from .kinds import kind_named
 from .manifest import assemble, measured_rtf, read_manifest, reason_counts, status_counts, write_part
 from .recipe import Recipe
 from .records import ManifestRow
 from .select import Selection, select_keys
 from .shards import DoneRecord, Output, atomic_write_bytes, file_sha256, shard_name
-from .speakers import check_bank, load_bank
-from .tts import load_backend, needs_reference_audio
 
 logger = logging.getLogger(__name__)
 
@@ -162,27 +159,12 @@ def _remove_stale_shards(output: Output, planned: set[str]) -> None:
 
 
 def preflight_checks(recipe: Recipe, in_process: bool) -> None:
-    """Everything that can fail early fails here, before a row is read.
+    """Everything that can fail early fails here, before a row is read (each kind says what that is).
 
-    A backend that runs in this process is loaded here once (it is cached per process); GPU actors
+    A model that runs in this process is loaded here once (it is cached per process); GPU actors
     check theirs when they start, before any shard task is sent (see executors).
     """
-    if recipe.kind == "captions":
-        if in_process or recipe.model_stage.num_gpus == 0:  # a server that is down stops the run here
-            load_captioner(recipe.model_stage.backend, recipe.model_stage.options)
-        return
-    bank = load_bank(recipe.speakers.bank)
-    problems = check_bank(bank, needs_reference_audio(recipe.tts.backend))
-    if problems:
-        listing = "\n".join(f"  - {sid}: {'; '.join(p)}" for sid, p in problems.items())
-        raise ValueError(
-            f"{recipe.speakers.bank}: speaker bank not usable with backend {recipe.tts.backend!r}:\n{listing}\n"
-            "see speakers/README.md"
-        )
-    if in_process or recipe.tts.num_gpus == 0:
-        load_backend(recipe.tts.backend, recipe.tts.options)
-    if recipe.kind == "duplex":
-        check_word_timing(recipe)
+    kind_named(recipe.kind).preflight(recipe, in_process)
 
 
 def run_recipe(
@@ -219,7 +201,7 @@ def run_recipe(
 
     def on_failed(job: ShardJob, error: str) -> None:
         summary.shards_failed.append(job.name)
-        rows = [manifest_row(item, job.name, "failed", error=f"shard task failed: {error}") for item in job.items]
+        rows = [ManifestRow.of(item, job.name, "failed", error=f"shard task failed: {error}") for item in job.items]
         write_part(rows, output.part_path(job.name))
         bar.update(len(rows))
 

@@ -11,11 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .audio import decode_flac
 from .keys import is_valid_key
+from .kinds import KINDS
 from .manifest import read_manifest
-from .sample import MEMBERS, check_sample_json
+from .records import SCHEMA_VERSION
+from .sample import MEMBERS
 from .shards import DoneRecord, Output, file_sha256, read_tar_samples
 
 STATUSES = {"written", "rejected", "failed"}
@@ -153,3 +156,49 @@ def validate_output(directory: Path) -> Report:
     for key in sorted(set(written) - found):
         report.problems.append(f"{key}: written in the manifest but missing from shard {written[key]['shard']}")
     return report
+
+
+def check_sample_json(document: dict[str, Any], key: str, channels: int, rate: int, frames: int) -> list[str]:
+    """Problems in one sample's JSON against its decoded FLAC; empty when it is sound."""
+    kind = KINDS.get(document.get("kind"))
+    if kind is None:
+        return ["json lacks kind" if "kind" not in document else f"json kind {document['kind']!r} is unknown"]
+    missing = [f for f in kind.required_fields if f not in document]
+    if missing:
+        return [f"json lacks {', '.join(missing)}"]
+    problems = []
+    if document["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version {document['schema_version']} != {SCHEMA_VERSION}")
+    if document["key"] != key:
+        problems.append(f"json key {document['key']!r} != member key")
+    audio = document["audio"]
+    if (audio.get("channels"), audio.get("sample_rate"), audio.get("num_samples")) != (channels, rate, frames):
+        problems.append(
+            f"audio header says {audio.get('channels')}ch/{audio.get('sample_rate')}Hz/"
+            f"{audio.get('num_samples')} frames, "
+            f"FLAC has {channels}ch/{rate}Hz/{frames} frames"
+        )
+    duration = frames / rate
+    for window in document.get("captions", []):
+        if not (0 <= window["start"] < window["end"] <= duration + 1e-6) or not window["text"]:
+            problems.append(f"caption window {window['start']}..{window['end']} empty or outside 0..{duration:.3f}s")
+    for number, turn in enumerate(document.get("turns", []), start=1):
+        if "start" in turn and not (0 <= turn["start"] < turn["end"] <= duration + 1e-6):
+            problems.append(f"turn {number} offsets {turn['start']}..{turn['end']} outside 0..{duration:.3f}s")
+    if "alignments" in document:
+        problems += _alignment_problems(document["alignments"]["words"], duration)
+    return problems
+
+
+def _alignment_problems(words: list[dict], duration: float) -> list[str]:
+    """Duplex word timings: each inside the audio, the list in time order (moshi-finetune searches it)."""
+    problems = []
+    previous = 0.0
+    for timed in words:
+        word, start, end, role = timed["word"], timed["start"], timed["end"], timed["role"]
+        if not (0 <= start <= end <= duration + 1e-6):
+            problems.append(f"word {word!r} ({role}) at {start}..{end} outside 0..{duration:.3f}s")
+        if start < previous:
+            problems.append(f"word {word!r} ({role}) at {start} is out of time order")
+        previous = start
+    return problems

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.captioners import Caption
-from pipeline.captions import caption_problem, caption_window, windows
+from pipeline.kinds.captions import caption_problem, caption_window, windows
 from pipeline.records import Rejected
 
 
@@ -94,7 +94,7 @@ def test_a_captions_run_writes_shards_that_validate_and_load(tmp_path):
 
 
 def test_a_long_clip_is_captioned_window_by_window():
-    from pipeline.captions import caption_clip
+    from pipeline.kinds.captions import caption_clip
 
     captioner = ScriptedCaptioner([Caption(f"Window {i} has rain.", "stop") for i in range(3)])
     heard: list[int] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.duplex import CHANNELS, DuplexComposer, aizuchi_times, plan_turns
+from pipeline.kinds.duplex import CHANNELS, DuplexComposer, aizuchi_times, plan_turns
 from pipeline.readings import kana_reading
 from pipeline.recipe import DuplexConfig, RenderConfig
 from pipeline.records import Dialogue, Turn

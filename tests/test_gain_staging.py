@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import PEAK_CEILING, decode_flac, loudness_lufs, normalize_loudness
-from pipeline.duplex import CHANNELS, DuplexComposer
-from pipeline.job import SampleMaker
+from pipeline.kinds import kind_named
+from pipeline.kinds.duplex import CHANNELS, DuplexComposer
 from pipeline.qc import make_gate
 from pipeline.readings import kana_reading
 from pipeline.recipe import DuplexConfig, QCConfig, RenderConfig, load_recipe
@@ -54,7 +54,7 @@ def test_a_render_over_int16_is_kept_unclipped_and_its_gain_is_in_the_json(make_
     turns = [{"role": "user", "content": LOUD}, {"role": "assistant", "content": "はい"}]
     rows = [{"id": "loud", "conversations": turns}]
     recipe = load_recipe(make_recipe(rows))
-    maker = SampleMaker(recipe)
+    maker = kind_named(recipe.kind).row_maker(recipe)
     item = SourceItem("src", 0, rows[0], "src-loud", "loud")
     voice = assign_speakers(maker.bank, item.key, recipe.seed)["user"].openjtalk
     raw, _ = pyopenjtalk.tts(LOUD, speed=voice.speed, half_tone=voice.half_tone)

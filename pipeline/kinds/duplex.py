@@ -1,4 +1,4 @@
-"""Duplex: both sides of a dialogue on one timeline, the assistant on the left channel, the user on the right.
+"""Kind `duplex`: both sides of a dialogue on one timeline, the assistant on the left channel, the user on the right.
 
 Rendering turns one by one gives no turn-taking, so this stage designs it. Every voiced turn is
 rendered with its words timed, cut to its speech (first word to last) and placed on its speaker's
@@ -20,17 +20,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .audio import peak_safe, to_int16
-from .augment import augment_user_channel
-from .diarize import activity_outside, speech_segments
-from .keys import derived_int
-from .qc import QualityGate
-from .readings import kana_reading
-from .recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
-from .records import Alignment, Dialogue, Rejected, Turn, WordTiming
-from .render import Aligner, render_turn
-from .speakers import Speaker
-from .tts import AligningBackend, TTSBackend, times_words
+from ..audio import peak_safe, to_int16
+from ..augment import augment_user_channel
+from ..diarize import activity_outside, speech_segments
+from ..keys import derived_int
+from ..qc import QualityGate
+from ..readings import kana_reading
+from ..recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
+from ..records import Alignment, Dialogue, Rejected, Turn, WordTiming
+from ..render import Aligner, render_turn
+from ..speakers import Speaker
+from ..tts import AligningBackend, TTSBackend, times_words
+from .speech import SpeechKind, SpeechRowMaker
 
 CHANNELS = {"assistant": 0, "user": 1}  # moshi-finetune and J-Moshi: the model left, its user right
 EDGE_SECONDS = 0.03  # kept before the first word and after the last when a render is cut to its speech
@@ -308,7 +309,7 @@ def check_word_timing(recipe: Recipe) -> None:
             + (" on GPU actors" if recipe.tts.num_gpus else "")
             + " does not give them: set duplex.ctc_model_dir to a Japanese CTC model folder"
         )
-    from .align import CTCModelInfo
+    from ..align import CTCModelInfo
 
     CTCModelInfo.read(recipe.duplex.ctc_model_dir)  # the folder is shared storage, as the TTS models are
 
@@ -320,8 +321,61 @@ def make_composer(
     aligner = None
     if not isinstance(backend, AligningBackend):
         check_word_timing(recipe)
-        from .align import CTCAligner
+        from ..align import CTCAligner
 
         aligner = CTCAligner(str(recipe.duplex.ctc_model_dir)).align
     rate = recipe.tts.sample_rate
     return DuplexComposer(backend, recipe.render, recipe.duplex, rate, tts_reads_kana, aligner, gate)
+
+
+class DuplexRowMaker(SpeechRowMaker):
+    """The speech chain with the composer in place of turn-by-turn rendering."""
+
+    def __init__(self, recipe: Recipe, kind: Duplex, backend: TTSBackend | None = None):
+        super().__init__(recipe, kind, backend)
+        self.composer = make_composer(recipe, self.backend, self.tts_reads_kana, self.gate)
+
+    def render(self, dialogue: Dialogue, voiced: dict[str, Speaker], seed: int) -> np.ndarray:
+        composed = self.composer.compose(dialogue, voiced, seed)
+        dialogue.extra = composed.json_fields()
+        return composed.pcm
+
+
+class Duplex(SpeechKind):
+    name = "duplex"
+    summary = "both sides of a dialogue spoken and composed on one timeline: assistant left, user right (stereo)"
+    voiced_roles = ("user", "assistant")
+    channels = 2
+    task_categories = ("audio-to-audio", "audio-text-to-text")
+    settings_sections = ("duplex",)
+    exports_dialogues = True
+    json_fields = SpeechKind.json_fields | {
+        "channels": "which role is on which channel (left = assistant, right = user)",
+        "timeline": "every turn and aizuchi: role, channel, start, end, text, gap to the previous turn",
+        "alignments": "every word with its start, end and role, in time order",
+        "augmentation": "what was applied to the user channel, if anything",
+    }
+
+    def timing_settings(self, recipe: Recipe) -> dict:
+        return {"turn_taking": recipe.duplex.model_dump(mode="json", exclude={"augment", "ctc_model_dir"})}
+
+    def preflight(self, recipe: Recipe, in_process: bool) -> None:
+        super().preflight(recipe, in_process)
+        check_word_timing(recipe)
+
+    def row_maker(self, recipe: Recipe, model=None) -> DuplexRowMaker:
+        return DuplexRowMaker(recipe, self, model)
+
+    def render_description(self, recipe: Recipe) -> str:
+        config = recipe.duplex
+        timing = "by the backend" if times_words(recipe.tts.backend) else f"by the CTC model {config.ctc_model_dir}"
+        return (
+            f"both sides by the TTS with words timed {timing}, composed on two channels: gaps "
+            f"{config.gap.distribution}, {config.overlap.share:.0%} of turns overlapped, aizuchi at "
+            f"{config.aizuchi.rate_per_minute:g}/min"
+            + (", each channel checked by voice activity" if config.check_channels else "")
+        )
+
+    def card_summary(self, recipe: dict) -> dict:
+        duplex = {k: v for k, v in recipe["duplex"].items() if k in ("gap", "overlap", "aizuchi")}
+        return {"qc": recipe.get("qc"), "duplex": duplex}
