@@ -196,6 +196,24 @@ def estimate(
 
 
 @app.command()
+def describe(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a recipe key: a.b=value (repeatable)")
+    ] = None,
+) -> None:
+    """Print the chain the recipe will run, stage by stage: models, where they run, the checks and thresholds."""
+    from .describe import describe as describe_recipe
+    from .describe import format_steps
+
+    try:
+        config = load_recipe(recipe, set_ or [])
+    except RecipeError as exc:
+        _fail(str(exc))
+    typer.echo(format_steps(describe_recipe(config)))
+
+
+@app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")]) -> None:
     """Re-read every shard, decode every FLAC, reconcile with the manifest; non-zero exit on problems."""
     from .validate import validate_output

@@ -98,6 +98,10 @@ class SilenceCheck:
     name = "silence"
     needs_speech = None
 
+    @staticmethod
+    def bounds(config: QCConfig) -> str:
+        return f"speech heard, pauses inside it at most {config.max_pause_seconds:g} s"
+
     def measure(self, utterance: Utterance) -> dict[str, float]:
         segments = utterance.segments
         if not segments:
@@ -130,6 +134,14 @@ class LevelCheck:
     name = "level"
     needs_speech = None
 
+    @staticmethod
+    def bounds(config: QCConfig) -> str:
+        low, high = config.rms_dbfs
+        return (
+            f"flat tops at most {config.max_clipped_share:.2%} of samples, DC offset at most "
+            f"{config.max_dc_offset:g}, RMS {low:g}..{high:g} dBFS"
+        )
+
     def measure(self, utterance: Utterance) -> dict[str, float]:
         audio = utterance.audio.astype(np.float64)
         magnitude = np.abs(audio)
@@ -158,6 +170,11 @@ class PaceCheck:
 
     name = "pace"
     needs_speech = "predicted"
+
+    @staticmethod
+    def bounds(config: QCConfig) -> str:
+        low, high = config.morae_per_second
+        return f"{low:g}..{high:g} morae per second of speech"
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         seconds = sum(b - a for a, b in utterance.segments)
@@ -191,6 +208,12 @@ class QualityCheck:
 
     def __init__(self, full: bool):
         self.full = full
+
+    @staticmethod
+    def bounds(config: QCConfig) -> str:
+        return f"DNSMOS P.808 at least {config.min_dnsmos:g}" + (
+            " (SIG/BAK/OVRL also measured)" if config.dnsmos_full else ""
+        )
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         model = _dnsmos()
@@ -227,6 +250,10 @@ class SpeakerCheck:
 
     def __init__(self, reference: ReferenceVoices):
         self.reference = reference
+
+    @staticmethod
+    def bounds(config: QCConfig) -> str:
+        return f"cosine similarity to the speaker's reference at least {config.min_speaker_similarity:g}"
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         heard = utterance.at_qc_rate
@@ -267,6 +294,10 @@ class TranscriptCheck:
 
     def __init__(self, transcribe):
         self.transcribe = transcribe  # 16 kHz float32 audio -> text
+
+    @staticmethod
+    def bounds(config: QCConfig) -> str:
+        return f"ASR round trip ({config.asr_model_dir}) with a reading CER at most {config.max_cer:g}"
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         """The transcript goes through the same text stage as a corpus turn (a recognizer writes digits and
@@ -326,18 +357,30 @@ def audible_segments(audio: np.ndarray, sample_rate: int) -> list[tuple[float, f
     return [(audible[0] * frame / sample_rate, (audible[-1] + 1) * frame / sample_rate)]
 
 
+def gate_checks(config: QCConfig, transcribes: bool = False) -> list[type]:
+    """The checks the gate runs on every utterance, in order; `koe describe` lists the same."""
+    checks: list[type] = [SilenceCheck, LevelCheck, PaceCheck]
+    if config.dnsmos:
+        checks.append(QualityCheck)
+    if config.speaker_similarity:
+        checks.append(SpeakerCheck)
+    if transcribes or config.asr_model_dir:
+        checks.append(TranscriptCheck)
+    return checks
+
+
 class QualityGate:
     def __init__(self, config: QCConfig, references: ReferenceVoices, transcribe=None):
         """`transcribe` (16 kHz audio -> text) stands in for the recognizer of `qc.asr_model_dir` in tests."""
         self.config = config
-        checks: list[Check] = [SilenceCheck(), LevelCheck(), PaceCheck()]
-        if config.dnsmos:
-            checks.append(QualityCheck(config.dnsmos_full))
-        if config.speaker_similarity:
-            checks.append(SpeakerCheck(references))
-        if transcribe or config.asr_model_dir:
-            checks.append(TranscriptCheck(transcribe or load_transcriber(config.asr_model_dir, config.asr_device)))
-        self.checks = checks
+        made = {
+            QualityCheck: lambda: QualityCheck(config.dnsmos_full),
+            SpeakerCheck: lambda: SpeakerCheck(references),
+            TranscriptCheck: lambda: TranscriptCheck(
+                transcribe or load_transcriber(config.asr_model_dir, config.asr_device)
+            ),
+        }
+        self.checks: list[Check] = [made.get(check, check)() for check in gate_checks(config, transcribe is not None)]
 
     def judge(
         self,
