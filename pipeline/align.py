@@ -30,8 +30,8 @@ import numpy as np
 import pyopenjtalk
 
 from .audio import resample
+from .errors import BackendSetupError
 from .records import Alignment, WordTiming
-from .tts.base import BackendSetupError
 
 OPENJTALK_METHOD = "openjtalk-labels"
 MIN_PAUSE_SECONDS = 0.15  # a gap between CTC-aligned words longer than this is a pause

@@ -85,10 +85,10 @@ def run(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Render a recipe into shards and a manifest; resume; regenerate selected rows (see RUN_HELP)."""
+    from .errors import BackendSetupError
     from .executors import RayConnectError, make_executor
     from .run import OutputConflict, regeneration_preview, run_recipe
     from .select import Selection
-    from .tts import BackendSetupError
 
     selection = Selection(
         ids=tuple(ids or ()),
@@ -384,8 +384,8 @@ def ingest_mono(
     from collections import Counter
 
     from .diarize import make_diarizer
+    from .errors import BackendSetupError
     from .ingest_mono import ingest_mono as run_ingest
-    from .tts import BackendSetupError
 
     given = {"checkpoint": checkpoint, "num_speakers": num_speakers, "device": device}
     options = {k: v for k, v in given.items() if v is not None}

@@ -1,7 +1,6 @@
-"""Voice activity and speaker diarization for real recordings and for checking composed dialogues.
+"""Speaker diarization of real mono recordings (for `koe ingest-mono`).
 
-`speech_segments` (silero-vad) finds speech in one channel; `activity_outside` and
-`planned_uncovered` compare it with where speech was planned. Diarizers share one small
+It hears with `pipeline/listen.py` (voice activity, voice embeddings). Diarizers share one small
 interface, `Diarizer`, and are built by name with `make_diarizer`:
 
 - "vad-embedding" (`VadEmbeddingDiarizer`) runs anywhere with no download: silero-vad speech
@@ -13,18 +12,15 @@ interface, `Diarizer`, and are built by name with `make_diarizer`:
   torchaudio (2.11.1+cu132) is a CUDA build that links libtorch_cuda, so it imports beside a
   CUDA torch (GPU nodes) and not beside the CPU-only torch of the test environment.
 
-Heavy imports (torch, silero-vad, resemblyzer, pyannote.audio) happen on first use, so the
-interval functions cost nothing to import.
+Heavy imports (torch, silero-vad, resemblyzer, pyannote.audio) happen on first use.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,11 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import resample
-from .tts.base import BackendSetupError
+from .errors import BackendSetupError
+from .listen import VAD_RATE, Interval, speech_segments, voice_encoder
 
-Interval = tuple[float, float]
-
-VAD_RATE = 16000  # silero-vad, resemblyzer and pyannote all work at 16 kHz
 PYANNOTE_INSTALL_HINT = (
     "install it with `pip install 'koe[pyannote]'`; it needs torchaudio, and PyPI's torchaudio is a CUDA "
     "build that imports beside PyPI's (CUDA) torch, not beside a CPU-only torch"
@@ -63,111 +57,6 @@ class Diarizer(Protocol):
 
     def diarize(self, audio: np.ndarray, sample_rate: int) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
         """(exclusive turns: at most one speaker at any time, full turns: may overlap) for a mono recording."""
-
-
-# --- interval algebra (seconds) ---------------------------------------------------------------
-
-
-def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
-    """Sorted, non-overlapping and non-empty: the form the other interval functions expect."""
-    merged: list[Interval] = []
-    for start, end in sorted(intervals):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def subtract_intervals(base: Iterable[Interval], removal: Iterable[Interval]) -> list[Interval]:
-    """The parts of `base` that no interval of `removal` covers."""
-    remaining = merge_intervals(base)
-    for cut_start, cut_end in merge_intervals(removal):
-        pieces: list[Interval] = []
-        for start, end in remaining:
-            if cut_end <= start or cut_start >= end:
-                pieces.append((start, end))
-                continue
-            if start < cut_start:
-                pieces.append((start, cut_start))
-            if cut_end < end:
-                pieces.append((cut_end, end))
-        remaining = pieces
-    return remaining
-
-
-def intersect_intervals(first: Iterable[Interval], second: Iterable[Interval]) -> list[Interval]:
-    """Where both sets of intervals cover the time."""
-    a, b = merge_intervals(first), merge_intervals(second)
-    common: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if start < end:
-            common.append((start, end))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return common
-
-
-def _widen(intervals: Iterable[Interval], by: float) -> list[Interval]:
-    return merge_intervals((start - by, end + by) for start, end in intervals)
-
-
-def activity_outside(segments: list[Interval], planned: list[Interval], tolerance: float) -> list[Interval]:
-    """Speech found more than `tolerance` seconds away from every planned interval (leaks, echoes, stray noise)."""
-    return subtract_intervals(segments, _widen(planned, tolerance))
-
-
-def planned_uncovered(planned: list[Interval], segments: list[Interval], tolerance: float) -> list[Interval]:
-    """Planned speech with no speech found within `tolerance` seconds (a silent or truncated render)."""
-    return subtract_intervals(planned, _widen(segments, tolerance))
-
-
-# --- voice activity ---------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _silero() -> tuple[Any, Callable[..., list[dict[str, int]]]]:
-    """The ONNX model, loaded once per process; importing silero_vad sets torch to one thread, so undo that."""
-    import torch
-
-    threads = torch.get_num_threads()
-    import silero_vad
-
-    torch.set_num_threads(threads)
-    with warnings.catch_warnings():
-        # silero_vad 6.2 locates its model with a deprecated importlib.resources call
-        warnings.filterwarnings("ignore", message="path is deprecated", category=DeprecationWarning)
-        model = silero_vad.load_silero_vad(onnx=True)
-    return model, silero_vad.get_speech_timestamps
-
-
-def speech_segments(
-    audio: np.ndarray, sample_rate: int, *, threshold: float = 0.5, min_silence_ms: int = 100, min_speech_ms: int = 60
-) -> list[Interval]:
-    """Where silero-vad hears speech in mono float32 audio in [-1, 1] at any rate: (start, end) in seconds."""
-    if audio.ndim != 1:
-        raise ValueError(f"speech_segments takes mono audio (one channel at a time), got shape {audio.shape}")
-    import torch
-
-    samples = resample(np.asarray(audio, dtype=np.float32), sample_rate, VAD_RATE)
-    if samples.size == 0:
-        return []
-    model, get_speech_timestamps = _silero()
-    stamps = get_speech_timestamps(
-        torch.from_numpy(np.ascontiguousarray(samples)),
-        model,
-        threshold=threshold,
-        sampling_rate=VAD_RATE,
-        min_speech_duration_ms=min_speech_ms,
-        min_silence_duration_ms=min_silence_ms,
-    )
-    return [(stamp["start"] / VAD_RATE, stamp["end"] / VAD_RATE) for stamp in stamps]
 
 
 # --- VAD + speaker-embedding diarizer ---------------------------------------------------------
@@ -312,19 +201,6 @@ class VadEmbeddingDiarizer:
             ):
                 turns.append(SpeakerTurn(f"SPEAKER_{label:02d}", round(turn_start, 3), round(turn_end, 3)))
         return turns
-
-
-@lru_cache(maxsize=1)
-def voice_encoder() -> Any:
-    """resemblyzer's encoder (its weights ship in the package), once per process."""
-    with warnings.catch_warnings():
-        # webrtcvad, which resemblyzer imports, still imports the deprecated pkg_resources
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        # and resemblyzer itself a deprecated scipy.ndimage namespace
-        warnings.filterwarnings("ignore", message="Please import `binary_dilation`", category=DeprecationWarning)
-        from resemblyzer import VoiceEncoder
-
-    return VoiceEncoder("cpu", verbose=False)
 
 
 # --- pyannote.audio ---------------------------------------------------------------------------

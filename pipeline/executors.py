@@ -30,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import BackendSetupError
 from .job import ShardJob, process_shard
 from .kinds import kind_named
 from .recipe import Recipe
 from .records import ManifestRow
 from .shards import DoneRecord, Output
 from .speakers import Speaker
-from .tts import BackendSetupError, load_backend
+from .tts import load_backend
 
 logger = logging.getLogger(__name__)
 HELPER_TIMEOUT_SECONDS = 30.0  # a progress call that takes longer is given up on: progress never stalls a run

@@ -36,7 +36,8 @@ import soundfile as sf
 from scipy.ndimage import uniform_filter1d
 
 from .audio import encode_flac, resample, to_int16
-from .diarize import Diarizer, Interval, SpeakerTurn, intersect_intervals, merge_intervals, subtract_intervals
+from .diarize import Diarizer, SpeakerTurn
+from .listen import Interval, intersect_intervals, merge_intervals, subtract_intervals
 from .shards import atomic_write_bytes
 
 AUDIO_SUFFIXES = (".wav", ".flac")

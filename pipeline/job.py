@@ -14,13 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .errors import BackendSetupError
 from .kinds import RowMaker, kind_named
 from .manifest import read_manifest, write_part
 from .recipe import Recipe
 from .records import ManifestRow, Rejected, SourceItem
 from .sample import MEMBERS
 from .shards import DoneRecord, Output, ShardWriter, read_tar_samples
-from .tts import BackendSetupError
 
 LOOKAHEAD = 4  # rows submitted ahead of the oldest unwritten one, per row in flight
 

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
-from .audio import Leveled, normalize_loudness, resample
+from .audio import Leveled, resample
+from .listen import speech_segments, voice_embedding
 from .readings import estimate_seconds
 from .recipe import QCConfig
 from .speakers import Speaker
@@ -37,7 +38,6 @@ from .speakers import Speaker
 QC_RATE = 16000  # silero-vad, DNSMOS and resemblyzer all listen at 16 kHz
 SMALL_KANA = set("ャュョァィゥェォヮ")
 SPEAKER_EXCERPT_SECONDS = 6.0  # of the middle of an utterance, for the speaker check
-SPEAKER_LUFS = -23.0  # both sides of the speaker check are measured at this loudness
 REFERENCE_TEXT = "今日はいい天気ですね。少し散歩に出かけてみましょうか。"  # rendered as the voice's reference
 FLAT_TOP = 0.999  # of the peak: a sample this close to it is on a flat top
 SILENT_PEAK = 1e-3  # a quieter utterance has no tops to speak of
@@ -71,8 +71,6 @@ class Utterance:
     @property
     def segments(self) -> list[tuple[float, float]]:
         if self.speech is None:
-            from .diarize import speech_segments
-
             self.speech = speech_segments(self.at_qc_rate, QC_RATE)
         return self.speech
 
@@ -233,15 +231,6 @@ class QualityCheck:
         return None
 
 
-def voice_embedding(audio: np.ndarray) -> np.ndarray:
-    """resemblyzer's embedding of 16 kHz audio brought to `SPEAKER_LUFS` first: its features are mel power
-    without a log, so a level change alone moves the cosine (a tenth of the amplitude: 0.92 -> 0.68)."""
-    from .diarize import voice_encoder
-
-    leveled = normalize_loudness(audio, QC_RATE, SPEAKER_LUFS).audio
-    return voice_encoder().embed_utterance(leveled)
-
-
 class SpeakerCheck:
     """resemblyzer: cosine similarity to the assigned speaker's reference voice, both at one loudness."""
 
@@ -272,7 +261,7 @@ class SpeakerCheck:
 def load_transcriber(model_dir: str, device: str):
     """A speech recognizer from a local folder (a transformers ASR checkpoint, e.g. Whisper or ReazonSpeech):
     audio at 16 kHz in, text out. Nothing is downloaded; a missing folder or package stops the run."""
-    from .tts.base import BackendSetupError
+    from .errors import BackendSetupError
 
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from pipeline.captioners.base import CAPTION_SAMPLE_RATE, Caption
 from pipeline.captioners.openai import Captioner, CaptionRequestError, Options
-from pipeline.tts.base import BackendSetupError
+from pipeline.errors import BackendSetupError
 
 MODEL = "qwen3-omni-captioner-under-test"
 CAPTION = "A moderate sound lasting 1.00 seconds."  # what the double says of CLIP

@@ -19,7 +19,7 @@ import pipeline.captioners.vllm as vllm_captioner_module
 from pipeline.captioners import Caption, captioner_options
 from pipeline.captioners.vllm import Captioner as VLLMCaptioner
 from pipeline.captioners.vllm import CaptionerDead, CaptionRequestError, CaptionTimeout, Options, engine_arguments
-from pipeline.tts import BackendSetupError
+from pipeline.errors import BackendSetupError
 
 PROMPT = "<|im_start|>user\n<|audio_start|><|audio_pad|><|audio_end|><|im_end|>\n<|im_start|>assistant\n"
 DEFAULT_DEPTH = Options.model_fields["max_num_seqs"].default

@@ -23,20 +23,16 @@ import soundfile as sf
 import torch
 from pyannote.core import Annotation, Segment
 
-from pipeline.diarize import (
-    DiarizerSetupError,
-    PyannoteDiarizer,
-    SpeakerTurn,
-    VadEmbeddingDiarizer,
+from pipeline.diarize import DiarizerSetupError, PyannoteDiarizer, SpeakerTurn, VadEmbeddingDiarizer, make_diarizer
+from pipeline.ingest_mono import ingest_mono
+from pipeline.listen import (
     activity_outside,
     intersect_intervals,
-    make_diarizer,
     merge_intervals,
     planned_uncovered,
     speech_segments,
     subtract_intervals,
 )
-from pipeline.ingest_mono import ingest_mono
 
 RATE = 48000  # OpenJTalk's rate; the ingest writes 24 kHz
 VOICE_A = {"half_tone": -8, "speed": 0.9}

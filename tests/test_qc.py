@@ -141,7 +141,7 @@ def test_scores_reach_the_manifest_and_koe_qc_shows_their_spread(demo_copy):
 
 def test_the_asr_round_trip_catches_a_render_that_says_something_else(openjtalk, bank_speakers, good, tmp_path):
     """The recognizer is a double (no ASR model here); the reading, the edit distance and the verdict are real."""
-    from pipeline.tts import BackendSetupError
+    from pipeline.errors import BackendSetupError
 
     def recognizer_double(audio):
         return "今日は雨が降っています。" if audio.size > 3 * 16000 else TEXTS[2]

@@ -231,9 +231,9 @@ def test_a_pool_of_an_accelerator_type_the_cluster_lacks_fails_before_any_work(l
 
 
 def test_actors_that_never_start_stop_the_run_at_the_load_timeout(local_h200_ray, make_recipe, tmp_path):
+    from pipeline.errors import BackendSetupError
     from pipeline.executors import RayExecutor
     from pipeline.run import run_recipe
-    from pipeline.tts import BackendSetupError
 
     recipe = load_recipe(
         make_recipe(ROWS),

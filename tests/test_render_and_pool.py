@@ -218,9 +218,9 @@ def test_a_model_that_cannot_load_on_a_gpu_actor_stops_the_run_and_fails_no_row(
     local_gpu_ray, make_recipe, reference_bank, tmp_path
 ):
     """The shard tasks start while the actors load; a failed load cancels them, and no row is marked failed."""
+    from pipeline.errors import BackendSetupError
     from pipeline.executors import RayExecutor
     from pipeline.run import run_recipe
-    from pipeline.tts import BackendSetupError
 
     rows = [{"id": f"r{i}", "conversations": [{"role": "user", "content": f"質問その{i}です。"}]} for i in range(6)]
     recipe = load_recipe(

@@ -107,7 +107,7 @@ def test_generic_adapter_takes_a_column_mapping(make_recipe, tmp_path):
 
 
 def test_missing_cosyvoice_model_stops_the_run_before_any_shard(tmp_path, reference_bank):
-    from pipeline.tts import BackendSetupError
+    from pipeline.errors import BackendSetupError
 
     recipe = load_recipe(
         REPO / "recipes" / "sft_magpie.yaml",

@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from pipeline.errors import BackendSetupError
 from pipeline.manifest import read_manifest
 from pipeline.recipe import RenderConfig, load_recipe
 from pipeline.records import Rejected, Turn
 from pipeline.render import attempt_seed, render_turn
 from pipeline.tts import backend_options, needs_reference_audio, reads_kana
-from pipeline.tts.base import BackendSetupError, EmptyAudio
+from pipeline.tts.base import EmptyAudio
 from pipeline.tts.cosyvoice import DEFAULT_V3_INSTRUCTION, SpeakerPromptError
 from pipeline.tts.triton import (
     Backend,

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..tts.base import BackendSetupError
+from ..errors import BackendSetupError
 from .base import CAPTION_SAMPLE_RATE, Caption
 
 NO_KEY = "EMPTY"  # what vLLM accepts when it was started without --api-key

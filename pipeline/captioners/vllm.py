@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..tts.base import BackendSetupError
+from ..errors import BackendSetupError
 from .base import CAPTION_SAMPLE_RATE, Caption
 
 INSTALL_HINT = (

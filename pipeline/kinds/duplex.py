@@ -22,8 +22,8 @@ import numpy as np
 
 from ..audio import peak_safe, to_int16
 from ..augment import augment_user_channel
-from ..diarize import activity_outside, speech_segments
 from ..keys import derived_int
+from ..listen import activity_outside, speech_segments
 from ..qc import QualityGate
 from ..readings import kana_reading
 from ..recipe import DuplexConfig, GapConfig, Recipe, RenderConfig

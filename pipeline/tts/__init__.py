@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..plugins import plugin_module, validated_options
-from .base import AligningBackend, BackendSetupError, EmptyAudio, TTSBackend
+from .base import AligningBackend, EmptyAudio, TTSBackend
 
 BACKENDS = {
     "openjtalk": "pipeline.tts.openjtalk",
@@ -66,7 +66,6 @@ def load_backend(name: str, options: dict[str, Any]) -> TTSBackend:
 __all__ = [
     "AligningBackend",
     "BACKENDS",
-    "BackendSetupError",
     "EmptyAudio",
     "TTSBackend",
     "backend_options",

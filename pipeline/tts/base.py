@@ -10,10 +10,6 @@ from ..records import Alignment
 from ..speakers import Speaker
 
 
-class BackendSetupError(RuntimeError):
-    """A backend cannot start here (package, model folder or device missing): stop the run, say how to fix it."""
-
-
 class EmptyAudio(RuntimeError):
     """The model produced no audio for a text: a render failure worth retrying with another seed."""
 

@@ -46,8 +46,9 @@ import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..audio import peak_safe, resample
+from ..errors import BackendSetupError
 from ..speakers import Speaker
-from .base import BackendSetupError, EmptyAudio
+from .base import EmptyAudio
 
 NEEDS_REFERENCE_AUDIO = True
 TEXT_INPUT = "kana"  # koe sends katakana readings; CosyVoice's frontend would read kanji the Chinese way

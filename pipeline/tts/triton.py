@@ -89,8 +89,9 @@ import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..audio import peak_safe, resample
+from ..errors import BackendSetupError
 from ..speakers import Speaker
-from .base import BackendSetupError, EmptyAudio
+from .base import EmptyAudio
 from .cosyvoice import SpeakerPromptError, speaker_prompt
 
 logger = logging.getLogger(__name__)
