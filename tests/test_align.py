@@ -15,11 +15,8 @@ import pytest
 from pipeline.align import (
     AlignerSetupError,
     CTCAligner,
-    _specified_duration,
     ctc_forced_align,
     load_wav2vec2_log_probs,
-    openjtalk_timing,
-    openjtalk_voice_model,
     torchaudio_ctc_forced_align,
     torchaudio_forced_align_function,
 )
@@ -27,6 +24,7 @@ from pipeline.audio import resample
 from pipeline.records import Alignment
 from pipeline.speakers import OpenJTalkVoice, Speaker
 from pipeline.tts import load_backend
+from pipeline.tts.openjtalk_timing import _specified_duration, openjtalk_timing, openjtalk_voice_model
 
 SENTENCES = [
     "今日は、いい天気ですね。明日も晴れるでしょう！「本当」かな？",

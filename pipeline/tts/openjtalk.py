@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..align import openjtalk_timing
 from ..audio import peak_safe
 from ..records import Alignment
 from ..speakers import Speaker
+from .openjtalk_timing import openjtalk_timing
 
 INT16_SCALE = 32768.0
 
