@@ -3,7 +3,7 @@
 A magpie-schema corpus of 132,000 rows (user turns of 100-300 characters, a fifth of the rows with
 a second user turn, assistant turns with markdown) is generated into a temporary JSONL file. A child
 process then streams it through the stages koe runs before rendering, in one process: `pipeline.corpora.iter_items`
-(ingest through `datasets`), the adapter, `pipeline.speakable.prepare_turns` with
+(ingest through `datasets`), the adapter, `pipeline.kinds.speech.speak_turns` with
 `pipeline.readings.kana_reading` (the text stage), and `pipeline.speakers.assign_speakers`. Its peak
 RSS is read in this process with `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` once it has exited;
 the child also prints its RSS every 22,000 rows, so growth with the corpus shows. A second child
@@ -50,10 +50,9 @@ def rss_mib() -> float:
 def stream(recipe_path: Path) -> None:
     """The child: every row through ingest and assignment, every TEXT_EVERY-th also through the text stage."""
     from pipeline.corpora import iter_items, make_adapter
-    from pipeline.readings import kana_reading
+    from pipeline.kinds.speech import speak_turns
     from pipeline.recipe import load_recipe
     from pipeline.records import Dialogue, Rejected
-    from pipeline.speakable import prepare_turns
     from pipeline.speakers import assign_speakers, load_bank
 
     recipe = load_recipe(recipe_path)
@@ -72,7 +71,7 @@ def stream(recipe_path: Path) -> None:
             if rows % TEXT_EVERY == 0:
                 text_started = time.perf_counter()
                 text_rows += 1
-                prepare_turns(dialogue, ROLES, recipe.text.max_turn_chars, kana_reading)
+                speak_turns(dialogue, ROLES, recipe.text.max_turn_chars, tts_reads_kana=False)
                 text_seconds += time.perf_counter() - text_started
             voices[assign_speakers(bank, item.key, recipe.seed)["user"].id] += 1
             outcomes["ok"] += 1

@@ -38,9 +38,10 @@ from pathlib import Path
 from common import Stopwatch, magpie_rows, ratio_line, task_spans, write_jsonl, write_recipe
 
 from pipeline.corpora import iter_items, make_adapter
+from pipeline.kinds.speech import speak_turns
 from pipeline.recipe import Recipe, load_recipe
 from pipeline.records import Dialogue
-from pipeline.speakable import prepare_turns, split_for_tts
+from pipeline.speakable import split_for_tts
 from pipeline.speakers import assign_speakers, load_bank
 from pipeline.tts import load_backend
 
@@ -61,7 +62,7 @@ def spoken_calls(recipe: Recipe, max_chars: int) -> tuple[list[tuple], int]:
     for item in iter_items(recipe.sources):
         turns = adapters[item.source].parse(item.row).turns
         dialogue = Dialogue(item.key, item.source, item.row_index, item.row_id, turns)
-        prepare_turns(dialogue, ROLES, recipe.text.max_turn_chars)
+        speak_turns(dialogue, ROLES, recipe.text.max_turn_chars, tts_reads_kana=False)
         speaker = assign_speakers(bank, item.key, recipe.seed)["user"]
         spoken = dialogue.spoken_turns(ROLES)
         gaps += len(spoken) - 1

@@ -71,3 +71,10 @@ def is_valid_key(key: str) -> bool:
 def sample_seed(recipe_seed: int, key: str, generation: int = 0) -> int:
     """A per-sample seed for sampling backends: fixed by the recipe seed, the key and its generation."""
     return derived_int("seed", recipe_seed, key, *([generation] if generation else []))
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The first try (a render, a caption) uses the sample's seed; each retry a new one derived from it."""
+    if attempt == 0:
+        return seed
+    return derived_int(seed, attempt)

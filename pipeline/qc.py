@@ -31,12 +31,11 @@ import soundfile as sf
 
 from .audio import Leveled, resample
 from .listen import speech_segments, voice_embedding
-from .readings import estimate_seconds
+from .readings import count_morae, estimate_seconds
 from .recipe import QCConfig
 from .speakers import Speaker
 
 QC_RATE = 16000  # silero-vad, DNSMOS and resemblyzer all listen at 16 kHz
-SMALL_KANA = set("ャュョァィゥェォヮ")
 SPEAKER_EXCERPT_SECONDS = 6.0  # of the middle of an utterance, for the speaker check
 REFERENCE_TEXT = "今日はいい天気ですね。少し散歩に出かけてみましょうか。"  # rendered as the voice's reference
 FLAT_TOP = 0.999  # of the peak: a sample this close to it is on a flat top
@@ -44,11 +43,6 @@ SILENT_PEAK = 1e-3  # a quieter utterance has no tops to speak of
 AUDIBLE_FRAME_SECONDS = 0.01
 AUDIBLE_FLOOR_DBFS = -60.0  # quieter frames are silence ...
 AUDIBLE_RANGE_DB = 30.0  # ... and so are frames this far under the loudest one
-
-
-def morae(reading: str) -> int:
-    """Morae of a katakana reading: every kana but the small ones that join the one before."""
-    return sum(1 for c in reading if "ァ" <= c <= "ヺ" or c == "ー") - sum(c in SMALL_KANA for c in reading)
 
 
 @dataclass
@@ -176,7 +170,7 @@ class PaceCheck:
 
     def measure(self, utterance: Utterance) -> dict[str, float]:
         seconds = sum(b - a for a, b in utterance.segments)
-        return {"morae_per_second": round(morae(utterance.reading) / seconds, 3) if seconds else 0.0}
+        return {"morae_per_second": round(count_morae(utterance.reading) / seconds, 3) if seconds else 0.0}
 
     def problem(self, scores: dict[str, float], config: QCConfig) -> str | None:
         low, high = config.morae_per_second

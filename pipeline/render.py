@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .audio import Leveled, normalize_loudness, resample, to_int16
-from .keys import derived_int
+from .keys import attempt_seed
 from .qc import QualityGate
 from .readings import estimate_seconds
 from .recipe import RenderConfig
@@ -37,13 +37,6 @@ def in_order(call: Callable[[str], Any], pieces: list[str]) -> list[Any]:
 
 EDGE_SILENCE_SECONDS = 1.0  # a backend's own silence around the speech (OpenJTalk: 0.3 s on each side)
 DETERMINISTIC = "deterministic backend: a re-render would give the same audio"
-
-
-def attempt_seed(seed: int, attempt: int) -> int:
-    """The first render uses the sample's seed; each retry a new one derived from it."""
-    if attempt == 0:
-        return seed
-    return derived_int(seed, attempt)
 
 
 def implausible(seconds: float, expected: float | None, ratio: tuple[float, float]) -> str | None:

@@ -49,7 +49,6 @@ import unicodedata
 from collections.abc import Callable
 
 from .english import ENGLISH_WORDS, english_number, english_phrase, spell_letters, word_to_katakana
-from .records import Dialogue, Rejected
 
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
 _INLINE_CODE = re.compile(r"`([^`\n]*)`")
@@ -679,27 +678,3 @@ def unspeakable_reason(text: str, spoken_text: str, max_turn_chars: int) -> str 
     if len(spoken_text) > max_turn_chars:
         return f"too long ({len(spoken_text)} chars > {max_turn_chars})"
     return None
-
-
-def prepare_turns(
-    dialogue: Dialogue,
-    roles: tuple[str, ...],
-    max_turn_chars: int,
-    reading: Callable[[str], str] | None = None,
-    tts_reads_kana: bool = False,
-) -> None:
-    """Fill `spoken_text`, `reading` and `tts_text` of the turns to be voiced, or reject the dialogue.
-
-    `reading` gives the katakana reading of spoken text; backends that read kana (CosyVoice, whose
-    frontend would read kanji the Chinese way) get it as `tts_text`, the others the spoken text.
-    """
-    for number, turn in enumerate(dialogue.turns, start=1):
-        if turn.role not in roles:
-            continue
-        spoken = make_speakable(turn.text)
-        reason = unspeakable_reason(turn.text, spoken, max_turn_chars)
-        if reason:
-            raise Rejected(f"turn {number}: {reason}")
-        turn.spoken_text = spoken
-        turn.reading = reading(spoken) if reading else None
-        turn.tts_text = turn.reading if tts_reads_kana and turn.reading else spoken

@@ -19,9 +19,10 @@ import torch
 from pydantic import ValidationError
 
 from pipeline.audio import PEAK_CEILING
+from pipeline.keys import attempt_seed
 from pipeline.recipe import RenderConfig
 from pipeline.records import Rejected, Turn
-from pipeline.render import attempt_seed, render_turn
+from pipeline.render import render_turn
 from pipeline.tts.base import EmptyAudio
 from pipeline.tts.cosyvoice import (
     CONFIG_FILES,

@@ -10,10 +10,9 @@ import pytest
 import soundfile as sf
 
 from pipeline.kinds.duplex import CHANNELS, DuplexComposer, aizuchi_times, plan_turns
-from pipeline.readings import kana_reading
+from pipeline.kinds.speech import speak_turns
 from pipeline.recipe import DuplexConfig, RenderConfig
 from pipeline.records import Dialogue, Turn
-from pipeline.speakable import prepare_turns
 from pipeline.speakers import load_bank
 from pipeline.tts import load_backend
 from tests.conftest import BANK, koe
@@ -32,7 +31,7 @@ TURNS = [
 
 def make_dialogue() -> Dialogue:
     dialogue = Dialogue("t-0", "t", 0, "0", [Turn(role, text) for role, text in TURNS])
-    prepare_turns(dialogue, ("user", "assistant"), 600, kana_reading)
+    speak_turns(dialogue, ("user", "assistant"), 600, tts_reads_kana=False)
     return dialogue
 
 

@@ -45,7 +45,7 @@ def _within_budget(function, *args):
 
 
 def _text_stage(text: str) -> None:
-    """As `prepare_turns` runs it: the reading is made only for a turn that is not rejected (at most 600 chars)."""
+    """As `speak_turns` runs it: the reading is made only for a turn that is not rejected (at most 600 chars)."""
     spoken = _within_budget(make_speakable, text)
     if unspeakable_reason(text, spoken, 600) is None:
         assert isinstance(_within_budget(kana_reading, spoken), str)

@@ -18,12 +18,12 @@ import soundfile as sf
 from pipeline.audio import PEAK_CEILING, decode_flac, loudness_lufs, normalize_loudness
 from pipeline.kinds import kind_named
 from pipeline.kinds.duplex import CHANNELS, DuplexComposer
+from pipeline.kinds.speech import speak_turns
 from pipeline.qc import make_gate
 from pipeline.readings import kana_reading
 from pipeline.recipe import DuplexConfig, QCConfig, RenderConfig, load_recipe
 from pipeline.records import Dialogue, Rejected, SourceItem, Turn
 from pipeline.render import render_turn
-from pipeline.speakable import prepare_turns
 from pipeline.speakers import assign_speakers
 
 RATE = 24000
@@ -172,7 +172,7 @@ def test_long_turns_are_judged_by_every_check_and_short_silence_still_fails(open
 def _compose(backend, voices, **duplex):
     composer = DuplexComposer(backend, RenderConfig(), DuplexConfig.model_validate(duplex), RATE, False, None)
     dialogue = Dialogue("t-0", "t", 0, "0", [Turn(role, text) for role, text in DUPLEX_TURNS])
-    prepare_turns(dialogue, tuple(CHANNELS), 600, kana_reading)
+    speak_turns(dialogue, tuple(CHANNELS), 600, tts_reads_kana=False)
     return composer.compose(dialogue, voices, seed=11)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.qc import QualityGate, ReferenceVoices, morae
-from pipeline.readings import kana_reading
+from pipeline.qc import QualityGate, ReferenceVoices
+from pipeline.readings import count_morae, kana_reading
 from pipeline.recipe import QCConfig, RenderConfig
 from pipeline.records import Rejected, Turn
 from pipeline.render import render_turn
@@ -33,7 +33,7 @@ def gate(openjtalk):
 
 
 def test_morae_count_small_kana_with_the_one_before():
-    assert morae("キョーワ") == 3 and morae("シャシン") == 3 and morae("ガッコー") == 4
+    assert count_morae("キョーワ") == 3 and count_morae("シャシン") == 3 and count_morae("ガッコー") == 4
 
 
 def test_good_openjtalk_renders_of_every_speaker_pass(gate, openjtalk, bank_speakers):

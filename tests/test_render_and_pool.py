@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from pipeline.keys import attempt_seed
 from pipeline.recipe import RenderConfig, load_recipe
 from pipeline.records import Dialogue, Rejected, Turn
-from pipeline.render import attempt_seed, render_dialogue, render_turn
+from pipeline.render import render_dialogue, render_turn
 from pipeline.speakable import split_for_tts
 from pipeline.speakers import load_bank
 from pipeline.tts import EmptyAudio

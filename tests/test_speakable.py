@@ -1,9 +1,10 @@
 import pytest
 
+from pipeline.kinds.speech import speak_turns
+from pipeline.readings import kana_reading
 from pipeline.records import Dialogue, Rejected, Turn
 from pipeline.speakable import (
     make_speakable,
-    prepare_turns,
     say_number,
     split_for_tts,
     unspeakable_reason,
@@ -187,29 +188,29 @@ def _dialogue(*texts: str) -> Dialogue:
     return Dialogue(key="k", source="s", row_index=0, row_id="r", turns=turns)
 
 
-def test_prepare_turns_fills_spoken_and_tts_text():
+def test_speak_turns_fills_spoken_text_and_reading_of_the_voiced_turns():
     dialogue = _dialogue("AIは何%正しい?", "2つ目")
-    prepare_turns(dialogue, ("user",), 600)
+    speak_turns(dialogue, ("user",), 600, tts_reads_kana=False)
     user = dialogue.spoken_turns(("user",))
     assert [t.spoken_text for t in user] == ["エーアイは何パーセント正しい？", "2つ目。"]
     assert [t.tts_text for t in user] == [t.spoken_text for t in user]
-    assert all(t.reading is None for t in user)
+    assert [t.reading for t in user] == [kana_reading(t.spoken_text) for t in user]
     assert all(t.spoken_text is None for t in dialogue.turns if t.role == "assistant")
 
 
-def test_prepare_turns_gives_kana_only_to_backends_that_read_it():
+def test_speak_turns_gives_kana_only_to_backends_that_read_it():
     dialogue = _dialogue("今日は")
-    prepare_turns(dialogue, ("user",), 600, reading=lambda text: f"<{text}>", tts_reads_kana=True)
-    assert dialogue.turns[0].tts_text == dialogue.turns[0].reading == "<今日は。>"
+    speak_turns(dialogue, ("user",), 600, tts_reads_kana=True)
+    assert dialogue.turns[0].tts_text == dialogue.turns[0].reading == "キョーワ。"
     dialogue = _dialogue("今日は")
-    prepare_turns(dialogue, ("user",), 600, reading=lambda text: f"<{text}>")
-    assert (dialogue.turns[0].tts_text, dialogue.turns[0].reading) == ("今日は。", "<今日は。>")
+    speak_turns(dialogue, ("user",), 600, tts_reads_kana=False)
+    assert (dialogue.turns[0].tts_text, dialogue.turns[0].reading) == ("今日は。", "キョーワ。")
 
 
-def test_prepare_turns_rejects_with_the_turn_number():
+def test_speak_turns_rejects_with_the_turn_number():
     with pytest.raises(Rejected) as empty:
-        prepare_turns(_dialogue(""), ("user",), 600)
+        speak_turns(_dialogue(""), ("user",), 600, tts_reads_kana=False)
     assert empty.value.reason == "turn 1: empty text after making it speakable"
     with pytest.raises(Rejected) as code:
-        prepare_turns(_dialogue("質問です", "```\nx = 1\ny = 2\n```"), ("user",), 600)
+        speak_turns(_dialogue("質問です", "```\nx = 1\ny = 2\n```"), ("user",), 600, tts_reads_kana=False)
     assert code.value.reason.startswith("turn 3: mostly code (")

@@ -23,10 +23,11 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.errors import BackendSetupError
+from pipeline.keys import attempt_seed
 from pipeline.manifest import read_manifest
 from pipeline.recipe import RenderConfig, load_recipe
 from pipeline.records import Rejected, Turn
-from pipeline.render import attempt_seed, render_turn
+from pipeline.render import render_turn
 from pipeline.tts import backend_options, needs_reference_audio, reads_kana
 from pipeline.tts.base import EmptyAudio
 from pipeline.tts.cosyvoice import DEFAULT_V3_INSTRUCTION, SpeakerPromptError

@@ -27,7 +27,7 @@ from ..audio import encode_flac, resample
 from ..captioners import CAPTION_SAMPLE_RATE, Caption, Captioner, load_captioner
 from ..corpora import CLIP_ADAPTERS
 from ..fsd50k import attribution
-from ..keys import derived_int, sample_seed
+from ..keys import attempt_seed, derived_int, sample_seed
 from ..recipe import Recipe
 from ..records import SCHEMA_VERSION, ManifestRow, Rejected, SourceItem
 from ..sample import audio_record, source_record
@@ -86,7 +86,7 @@ def caption_window(captioner: Captioner, audio: np.ndarray, seed: int, attempts:
     """A kept caption and how many tries it took; `Rejected` when no try gave one."""
     problem = ""
     for attempt in range(attempts):
-        caption = captioner.caption(audio, derived_int(seed, attempt) if attempt else seed)
+        caption = captioner.caption(audio, attempt_seed(seed, attempt))
         problem = caption_problem(caption)
         if problem is None:
             return caption.text.strip(), attempt + 1

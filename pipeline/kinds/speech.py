@@ -26,7 +26,7 @@ from ..recipe import Recipe
 from ..records import SCHEMA_VERSION, Dialogue, ManifestRow, Rejected, SourceItem
 from ..render import render_dialogue
 from ..sample import audio_record, source_record
-from ..speakable import prepare_turns
+from ..speakable import make_speakable, unspeakable_reason
 from ..speakers import Speaker, assign_speakers, check_bank, load_bank
 from ..tts import TTSBackend, load_backend, needs_reference_audio, reads_kana
 from .base import Kind, RowMaker
@@ -40,7 +40,7 @@ def prepare_dialogue(item: SourceItem, recipe: Recipe, kind: SpeechKind, adapter
     dialogue = Dialogue(item.key, item.source, item.row_index, item.row_id, parsed.turns, kind.text_fields(parsed))
     roles = kind.voiced_roles
     started = time.perf_counter()
-    prepare_turns(dialogue, roles, recipe.text.max_turn_chars, kana_reading, tts_reads_kana)
+    speak_turns(dialogue, roles, recipe.text.max_turn_chars, tts_reads_kana)
     took = time.perf_counter() - started
     if took > recipe.text.max_stage_seconds:  # the stage is linear in its input; this guards what is not foreseen
         raise Rejected(f"text stage took {took:.1f} s > {recipe.text.max_stage_seconds:g} s")
@@ -48,6 +48,24 @@ def prepare_dialogue(item: SourceItem, recipe: Recipe, kind: SpeechKind, adapter
     if estimate > recipe.text.max_sample_seconds:  # caught from the readings, before any render time is spent
         raise Rejected(f"too long to speak (about {estimate:.0f} s > {recipe.text.max_sample_seconds:g} s)")
     return dialogue
+
+
+def speak_turns(dialogue: Dialogue, roles: tuple[str, ...], max_turn_chars: int, tts_reads_kana: bool) -> None:
+    """Fill `spoken_text`, `reading` and `tts_text` of the turns to be voiced, or reject the dialogue.
+
+    Backends that read kana (CosyVoice, whose frontend would read kanji the Chinese way) are sent
+    the katakana reading as `tts_text`, the others the spoken text.
+    """
+    for number, turn in enumerate(dialogue.turns, start=1):
+        if turn.role not in roles:
+            continue
+        spoken = make_speakable(turn.text)
+        reason = unspeakable_reason(turn.text, spoken, max_turn_chars)
+        if reason:
+            raise Rejected(f"turn {number}: {reason}")
+        turn.spoken_text = spoken
+        turn.reading = kana_reading(spoken)
+        turn.tts_text = turn.reading if tts_reads_kana and turn.reading else spoken
 
 
 def estimated_seconds(dialogue: Dialogue, roles: tuple[str, ...], gap_seconds: float) -> float:
