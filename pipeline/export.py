@@ -24,7 +24,7 @@ import soundfile as sf
 
 from .audio import decode_flac, resample, to_int16
 from .kinds import KINDS
-from .shards import Output, read_tar_samples
+from .shards import Output, output_samples
 
 MOSHI_RATE = 24000  # Mimi's rate: both codebases load audio at 24 kHz
 MOSHI_SPEAKERS = {"assistant": "SPEAKER_MAIN", "user": "SPEAKER_OTHER"}
@@ -40,24 +40,21 @@ class ExportSummary:
 
 def duplex_samples(directory: Path) -> Iterator[tuple[str, np.ndarray, dict]]:
     """(key, int16 stereo at 24 kHz, sample JSON) for every sample of a duplex output, shard by shard."""
-    output = Output(directory)
-    shards = sorted(output.shards_dir.glob("*.tar")) if output.shards_dir.is_dir() else []
-    if not shards:
+    if not Output(directory).shard_tars():
         raise ValueError(f"{directory}: no shards to export (is it the output folder of `koe run`?)")
-    for shard in shards:
-        for sample in read_tar_samples(shard):
-            document = json.loads(sample["json"])
-            kind = KINDS.get(document.get("kind"))
-            if kind is None or not kind.exports_dialogues:
-                exportable = ", ".join(name for name, k in sorted(KINDS.items()) if k.exports_dialogues)
-                raise ValueError(
-                    f"{directory}: made by a kind {document.get('kind')!r} recipe; only {exportable} outputs "
-                    "(two channels with word alignments) can be exported"
-                )
-            audio, rate = decode_flac(sample["flac"])
-            if rate != MOSHI_RATE:
-                audio = to_int16(resample(audio.astype(np.float32) / 32768, rate, MOSHI_RATE))
-            yield sample["__key__"], audio, document
+    for sample in output_samples(directory, with_audio=True):
+        document = sample.document
+        kind = KINDS.get(document.get("kind"))
+        if kind is None or not kind.exports_dialogues:
+            exportable = ", ".join(name for name, k in sorted(KINDS.items()) if k.exports_dialogues)
+            raise ValueError(
+                f"{directory}: made by a kind {document.get('kind')!r} recipe; only {exportable} outputs "
+                "(two channels with word alignments) can be exported"
+            )
+        audio, rate = decode_flac(sample.read_flac())
+        if rate != MOSHI_RATE:
+            audio = to_int16(resample(audio.astype(np.float32) / 32768, rate, MOSHI_RATE))
+        yield sample.key, audio, document
 
 
 def export(layout: str, directory: Path, dest: Path) -> ExportSummary:

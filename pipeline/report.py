@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .kinds import kind_named
-from .shards import Output, atomic_write_bytes, iter_sample_json_with_audio
+from .shards import atomic_write_bytes, output_samples
 from .stats import QC_SCORES, OutputFacts, collect, format_duration, speaker_descriptions
 
 COLOR = "#3b6ea8"
@@ -264,19 +264,16 @@ def listening_clips(directory: Path, facts: OutputFacts) -> list[Clip]:
         wanted = {_license(s.clip) for s in facts.samples if s.clip}
     picks: dict[str, tuple[Candidate, dict[str, Any], bytes]] = {}  # label: the turn, its sample, its FLAC
     settled: set[str] = set()
-    for tar in sorted(Output(Path(directory)).shards_dir.glob("*.tar")):
-        for document, read_flac in iter_sample_json_with_audio(tar):
-            for candidate in _candidates(document):
-                label, _, start, end, _ = candidate
-                if label in settled or end <= start:
-                    continue
-                held = picks.get(label)
-                if held is None or end - start > held[0][3] - held[0][2]:
-                    picks[label] = (candidate, document, read_flac())
-                if end - start >= LISTEN_MIN_SECONDS:
-                    settled.add(label)
-            if wanted <= settled:
-                break
+    for sample in output_samples(Path(directory), with_audio=True):
+        for candidate in _candidates(sample.document):
+            label, _, start, end, _ = candidate
+            if label in settled or end <= start:
+                continue
+            held = picks.get(label)
+            if held is None or end - start > held[0][3] - held[0][2]:
+                picks[label] = (candidate, sample.document, sample.read_flac())
+            if end - start >= LISTEN_MIN_SECONDS:
+                settled.add(label)
         if wanted <= settled:
             break
     clips = []

@@ -16,7 +16,7 @@ from .audio import decode_flac
 from .kinds import kind_named
 from .qc import judged, make_gate
 from .recipe import QCConfig
-from .shards import Output, read_tar_samples
+from .shards import Output, output_samples
 from .speakers import load_bank
 from .tts import load_backend
 
@@ -35,18 +35,17 @@ def rescore_output(directory: Path) -> list[dict[str, Any]]:
     gate = make_gate(config, load_backend(recipe["tts"]["backend"], recipe["tts"]["options"]))
     assert gate is not None
     rows = []
-    for tar in sorted(output.shards_dir.glob("*.tar")):
-        for sample in read_tar_samples(tar):
-            document = json.loads(sample["json"])
-            pcm, rate = decode_flac(sample["flac"])
-            channels = document.get("channels", ["mono"])
-            for number, turn in enumerate(document["turns"], start=1):
-                if "start" not in turn or turn["speaker"] not in bank:
-                    continue
-                channel = channels.index(turn["role"]) if turn["role"] in channels else 0
-                piece = pcm[int(turn["start"] * rate) : int(turn["end"] * rate), channel].astype(np.float32) / 32768
-                verdict = gate.judge(piece, rate, turn.get("reading") or "", bank[turn["speaker"]], trim=False)
-                rows.append({"key": document["key"], "turn": number, "problem": verdict.problem, **verdict.scores})
+    for sample in output_samples(output.root, with_audio=True):
+        document = sample.document
+        pcm, rate = decode_flac(sample.read_flac())
+        channels = document.get("channels", ["mono"])
+        for number, turn in enumerate(document["turns"], start=1):
+            if "start" not in turn or turn["speaker"] not in bank:
+                continue
+            channel = channels.index(turn["role"]) if turn["role"] in channels else 0
+            piece = pcm[int(turn["start"] * rate) : int(turn["end"] * rate), channel].astype(np.float32) / 32768
+            verdict = gate.judge(piece, rate, turn.get("reading") or "", bank[turn["speaker"]], trim=False)
+            rows.append({"key": document["key"], "turn": number, "problem": verdict.problem, **verdict.scores})
     return rows
 
 

@@ -151,7 +151,7 @@ def _check_recipe(output: Output, recipe: Recipe, force: bool) -> None:
 
 def _remove_stale_shards(output: Output, planned: set[str]) -> None:
     """Shards of an earlier, larger plan (e.g. a bigger --limit) no longer belong to the output."""
-    for tar in output.shards_dir.glob("*.tar"):
+    for tar in output.shard_tars():
         shard = tar.stem
         if shard not in planned:
             for path in (tar, output.part_path(shard), output.done_path(shard)):

@@ -75,6 +75,10 @@ class Output:
     def done_path(self, shard: str) -> Path:
         return self.state_dir / f"{shard}.done.json"
 
+    def shard_tars(self) -> list[Path]:
+        """The output's shards, in shard order (none when nothing was written yet)."""
+        return sorted(self.shards_dir.glob("*.tar")) if self.shards_dir.is_dir() else []
+
     def prepare(self) -> None:
         self.shards_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -172,26 +176,53 @@ def read_tar_samples(path: Path) -> Any:
     return wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
 
 
-def iter_sample_json(tar: Path) -> Iterator[dict[str, Any]]:
-    """The parsed `<key>.json` members of one shard, in shard order; tarfile seeks over the audio unread."""
+@dataclass(frozen=True)
+class StoredSample:
+    """One sample of an output as read back: its shard, key and parsed JSON, and its FLAC on demand."""
+
+    shard: str
+    key: str
+    document: dict[str, Any]
+    read_flac: Callable[[], bytes]  # b"" in JSON-only mode, and for a sample without audio
+
+
+def _no_audio() -> bytes:
+    return b""
+
+
+def _tar_samples(tar: Path, with_audio: bool) -> Iterator[tuple[str, bytes, Callable[[], bytes]]]:
+    """(key, JSON bytes, FLAC reader) of one shard, in shard order; tarfile seeks over audio not asked for."""
     with tarfile.open(tar, mode="r:") as archive:
-        for member in archive:
-            if member.name.endswith(".json"):
-                yield json.loads(archive.extractfile(member).read())
-
-
-def iter_sample_json_with_audio(tar: Path) -> Iterator[tuple[dict[str, Any], Callable[[], bytes]]]:
-    """Each sample's parsed JSON, in shard order, with a function that reads its FLAC (b"" when it has none).
-
-    Only the audio asked for is read; the functions work while the iteration is under way.
-    """
-    with tarfile.open(tar, mode="r:") as archive:
+        if not with_audio:  # streaming: one pass over the headers, JSON members read as they come
+            for member in archive:
+                key, _, extension = member.name.partition(".")
+                if extension == "json":
+                    yield key, archive.extractfile(member).read(), _no_audio
+            return
         samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-        for member in archive.getmembers():  # headers only: tarfile seeks over the data
+        for member in archive.getmembers():  # headers only
             key, _, extension = member.name.partition(".")
             samples.setdefault(key, {})[extension] = member
-        for members in samples.values():
+        for key, members in samples.items():
             if "json" in members:
                 flac = members.get("flac")
-                document = json.loads(archive.extractfile(members["json"]).read())
-                yield document, lambda flac=flac: archive.extractfile(flac).read() if flac else b""
+                read = (lambda flac=flac: archive.extractfile(flac).read()) if flac else _no_audio
+                yield key, archive.extractfile(members["json"]).read(), read
+
+
+def output_samples(directory: Path, with_audio: bool = False, errors: str = "raise") -> Iterator[StoredSample]:
+    """Every sample of an output, shard by shard in order: the one reader of koe's own tools (stats, the
+    report, `koe qc`, the exporters). JSON-only by default; `with_audio` adds `read_flac`, which reads the
+    audio when called, while the iteration is under way. `errors`: a JSON that does not parse raises a
+    ValueError naming its shard and key ("raise"), or the sample is passed over ("skip")."""
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be raise or skip, got {errors!r}")
+    for tar in Output(Path(directory)).shard_tars():
+        for key, raw, read_flac in _tar_samples(tar, with_audio):
+            try:
+                document = json.loads(raw)
+            except ValueError as exc:
+                if errors == "skip":
+                    continue
+                raise ValueError(f"{tar.name}: {key}.json does not parse: {exc}") from None
+            yield StoredSample(tar.stem, key, document, read_flac)

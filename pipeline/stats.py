@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .manifest import read_manifest, reason_counts, status_counts
-from .shards import DoneRecord, Output, iter_sample_json
+from .shards import DoneRecord, Output, output_samples
 from .speakers import load_bank
 
 # per-turn QC scores in the sample JSON, and the recipe's thresholds for each (None: no bound there)
@@ -111,11 +111,10 @@ def collect(directory: Path) -> OutputFacts:
         statuses=status_counts(table),
         reject_reasons=reason_counts(table),
     )
-    for tar in sorted(output.shards_dir.glob("*.tar")):
-        facts.shards.append(DoneRecord.read(output.done_path(tar.stem)))
-        for document in iter_sample_json(tar):
-            facts.first_sample = facts.first_sample or document
-            facts.samples.append(SampleFacts.from_json(document))
+    facts.shards = [DoneRecord.read(output.done_path(tar.stem)) for tar in output.shard_tars()]
+    for sample in output_samples(output.root):
+        facts.first_sample = facts.first_sample or sample.document
+        facts.samples.append(SampleFacts.from_json(sample.document))
     return facts
 
 

@@ -129,7 +129,7 @@ def validate_output(directory: Path) -> Report:
     table = read_manifest(output.manifest_path)
     written = _check_manifest(table, report)
     shard_names = sorted({row["shard"] for row in written.values()})
-    tars = sorted(output.shards_dir.glob("*.tar"))
+    tars = output.shard_tars()
     on_disk = {t.stem for t in tars}
     for extra in sorted(on_disk - set(table.column("shard").to_pylist())):
         report.problems.append(f"{extra}.tar: shard not referenced by the manifest")

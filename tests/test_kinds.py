@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pipeline.kinds.speech import SpeechKind
 from pipeline.qc import gate_checks, make_gate
 from pipeline.recipe import QCConfig, load_recipe
 from pipeline.run import run_recipe
-from pipeline.shards import Output, read_tar_samples
+from pipeline.shards import output_samples
 from pipeline.validate import validate_output
 from tests.conftest import REPO, koe
 
@@ -95,9 +94,7 @@ def test_a_fifth_kind_runs_validates_and_publishes_from_its_module_alone(monkeyp
     assert summary.statuses["written"] == 2, summary.rejects
     report = validate_output(out)
     assert report.ok, report.problems
-    documents = [
-        json.loads(s["json"]) for tar in sorted(Output(out).shards_dir.glob("*.tar")) for s in read_tar_samples(tar)
-    ]
+    documents = [sample.document for sample in output_samples(out)]
     assert {d["kind"] for d in documents} == {"assistant_reading"}
     for document in documents:
         user, assistant = document["turns"]

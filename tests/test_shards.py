@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 
+import pytest
 import webdataset as wds
 
-from pipeline.shards import TAR_MODE, TAR_OWNER, Output, ShardWriter, file_sha256, read_tar_samples
+from pipeline.shards import TAR_MODE, TAR_OWNER, Output, ShardWriter, file_sha256, output_samples, read_tar_samples
 
 
 def samples() -> list[tuple[str, dict[str, bytes]]]:
@@ -51,3 +53,35 @@ def test_an_aborted_shard_leaves_nothing_visible(tmp_path):
     writer.write("corpus-000001", {"json": b"{}"})
     writer.abort()
     assert list(output.shards_dir.iterdir()) == []
+
+
+def _written_output(tmp_path, broken_json: bool = False) -> Output:
+    output = Output(tmp_path / "out")
+    output.prepare()
+    for shard, keys in (("s-000000", ["a-1", "a-2"]), ("s-000001", ["a-3"])):
+        writer = ShardWriter(output, shard)
+        for key in keys:
+            document = b"{not json" if broken_json and key == "a-2" else json.dumps({"key": key}).encode()
+            writer.write(key, {"flac": f"audio of {key}".encode(), "json": document})
+        writer.commit()
+    return output
+
+
+def test_the_output_reader_gives_every_sample_in_shard_order_with_audio_on_demand(tmp_path):
+    output = _written_output(tmp_path)
+    plain = list(output_samples(output.root))
+    assert [(s.shard, s.key, s.document["key"]) for s in plain] == [
+        ("s-000000", "a-1", "a-1"),
+        ("s-000000", "a-2", "a-2"),
+        ("s-000001", "a-3", "a-3"),
+    ]
+    assert {s.read_flac() for s in plain} == {b""}  # JSON-only: the audio is not read
+    with_audio = output_samples(output.root, with_audio=True)
+    assert [s.read_flac() for s in with_audio] == [b"audio of a-1", b"audio of a-2", b"audio of a-3"]
+
+
+def test_the_output_reader_names_a_broken_json_or_passes_it_over(tmp_path):
+    output = _written_output(tmp_path, broken_json=True)
+    with pytest.raises(ValueError, match=r"s-000000.tar: a-2.json does not parse"):
+        list(output_samples(output.root))
+    assert [s.key for s in output_samples(output.root, errors="skip")] == ["a-1", "a-3"]
