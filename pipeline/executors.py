@@ -615,7 +615,7 @@ class RayExecutor:
         pool = self._model_pool(ray, recipe) if recipe.model_stage.num_gpus > 0 else None
         task = ray.remote(_run_shard_task).options(
             num_cpus=execution.cpus_per_task,
-            max_retries=execution.max_attempts - 1,
+            max_retries=execution.shard_task_attempts - 1,
             retry_exceptions=True,
         )
         limit = execution.max_tasks_in_flight or self._default_tasks_in_flight(ray, recipe, pool)
@@ -753,7 +753,7 @@ class RayExecutor:
         run = uuid.uuid4().hex[:8]
         names = [f"koe-model-{run}-{index}" for index in range(count)]
         actors = [
-            actor_class.options(**options, max_task_retries=execution.max_attempts, name=name).remote(
+            actor_class.options(**options, max_task_retries=execution.model_call_retries, name=name).remote(
                 stage, config.backend, config.options
             )
             for name in names

@@ -114,7 +114,7 @@ def process_shard(
                 if kept is not None and item.key not in job.selected:
                     pending.append(_done(kept.take(item.key)))  # the old tar is read in order, here
                 else:
-                    attempts = recipe.execution.max_attempts
+                    attempts = recipe.execution.row_attempts
                     pending.append(pool.submit(make_with_retries, maker, item, job.name, attempts))
                 while len(pending) > LOOKAHEAD * in_flight:  # a slow row does not stall new requests
                     write(pending.popleft().result())

@@ -361,7 +361,26 @@ class ExecutionConfig(_Strict):
             "keeps in flight: items_in_flight x row_requests_in_flight at most"
         ),
     )
-    max_attempts: int = Field(default=3, gt=0, description="tries of a failing shard task")
+    row_attempts: int = Field(
+        default=3, gt=0, description="tries of a row that raises (not a rejected one) before it is recorded failed"
+    )
+    shard_task_attempts: int = Field(
+        default=3, gt=0, description="Ray: tries of a shard task whose worker died (its finished rows are redone)"
+    )
+    model_call_retries: int = Field(
+        default=3, ge=0, description="Ray: retries of a call to a GPU actor that died, on the restarted actor"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_max_attempts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_attempts" in data:
+            raise ValueError(
+                "execution.max_attempts meant three retries and is split: row_attempts, shard_task_attempts "
+                "and model_call_retries"
+            )
+        return data
+
     # Timeouts of the Ray run. Here rather than in the model stage's section: they say where and how a run
     # waits, not what it makes, so they stay out of the recipe's fingerprint and can change on a resume.
     model_call_timeout_seconds: float = Field(

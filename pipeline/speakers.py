@@ -7,6 +7,7 @@ its `transcript`; the embedded OpenJTalk backend has one HTS voice, so each spea
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,7 +58,24 @@ def bank_digest(path: Path) -> str:
 
 
 def load_bank(path: Path) -> SpeakerBank:
-    """The bank in `path`, its recordings resolved against its folder; a one-line `ValueError` when unusable."""
+    """The bank in `path`, its recordings resolved against its folder; a one-line `ValueError` when unusable.
+
+    Parsed once per process while the file is unchanged (cached on its size and modification time): a run
+    asks for it when it fingerprints the recipe, in its preflight and in every shard job.
+    """
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return _parse_bank(Path(path))  # says in one line what is wrong with the path
+    return _cached_bank(Path(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _cached_bank(path: Path, mtime_ns: int, size: int) -> SpeakerBank:
+    return _parse_bank(path)
+
+
+def _parse_bank(path: Path) -> SpeakerBank:
     data = read_yaml_file(path, "speaker bank")
     try:
         bank = SpeakerBank.model_validate(data)

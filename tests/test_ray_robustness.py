@@ -209,7 +209,7 @@ def test_calls_that_never_return_fail_their_rows_and_the_run_ends(local_h200_ray
             "tts.backend=tests.hanging_tts_double",
             'tts.options={"hang_every_call": true}',
             "execution.model_call_timeout_seconds=2",
-            "execution.max_attempts=2",
+            "execution.row_attempts=2",
         ],
     )
     started = time.monotonic()

@@ -153,3 +153,15 @@ def test_huge_set_values_are_one_short_recipe_error(override, message):
         load_recipe(DEMO_RECIPE, [override])
     text = str(raised.value)
     assert message in text and len(text) < 1000
+
+
+def test_the_old_execution_max_attempts_says_what_it_became(make_recipe):
+    with pytest.raises(RecipeError, match="execution.max_attempts meant three retries and is split: row_attempts"):
+        load_recipe(make_recipe(), ["execution.max_attempts=2"])
+    recipe = load_recipe(make_recipe(), ["execution.row_attempts=2", "execution.model_call_retries=0"])
+    assert (recipe.execution.row_attempts, recipe.execution.shard_task_attempts) == (2, 3)
+
+
+def test_an_unknown_kind_lists_the_known_ones(make_recipe):
+    with pytest.raises(RecipeError, match="unknown kind 'podcast'; known: captions, dpo, duplex, sft"):
+        load_recipe(make_recipe(), ["kind=podcast"])

@@ -1,3 +1,4 @@
+import os
 from collections import Counter
 
 import numpy as np
@@ -90,3 +91,15 @@ def test_openjtalk_is_deterministic(bank, backend):
     a = backend.synthesize("繰り返しても同じ音です。", bank.speakers[0], seed=1)
     b = backend.synthesize("繰り返しても同じ音です。", bank.speakers[0], seed=2)
     assert np.array_equal(a, b)
+
+
+def test_a_bank_is_parsed_once_per_process_until_its_file_changes(tmp_path):
+    bank_file = tmp_path / "bank.yaml"
+    bank_file.write_text(BANK.read_text(encoding="utf-8"), encoding="utf-8")
+    first = load_bank(bank_file)
+    assert load_bank(bank_file) is first  # fingerprint, preflight and every shard job ask for it
+    edited = BANK.read_text(encoding="utf-8").replace("speakers:", "speakers:  # edited", 1)
+    bank_file.write_text(edited, encoding="utf-8")
+    later = bank_file.stat().st_mtime_ns + 1_000_000  # a different time even on a coarse file system clock
+    os.utime(bank_file, ns=(later, later))
+    assert load_bank(bank_file) is not first and load_bank(bank_file).speakers == first.speakers
