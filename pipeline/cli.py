@@ -137,6 +137,8 @@ def _print_summary(summary) -> None:
         f"wall {result['wall_seconds']:.1f} s, render time {result['render_hours']:.3f} h, "
         f"GPU-hours {result['gpu_hours']:.3f}"
     )
+    if result["stage_seconds"]:
+        typer.echo("time per stage: " + ", ".join(f"{stage} {s:.1f} s" for stage, s in result["stage_seconds"].items()))
     for reason, count in result["rejects_by_reason"].items():
         typer.echo(f"  rejected {count}x: {reason}")
 

@@ -82,7 +82,8 @@ def describe(recipe: Recipe) -> list[Step]:
             "tasks",
             f"one Ray task per shard, {at_once} ({execution.cpus_per_task:g} CPU each, {execution.items_in_flight} "
             f"row(s) at once, up to {execution.row_requests_in_flight} model request(s) per row, "
-            f"{execution.row_attempts} tries of a row that raises, {execution.shard_task_attempts} of a task whose worker dies); local Ray unless --ray-address, --executor inline for this process",
+            f"{execution.row_attempts} tries of a row that raises, {execution.shard_task_attempts} of a task whose "
+            "worker dies); local Ray unless --ray-address, --executor inline for this process",
         )
     )
     return steps

@@ -21,6 +21,7 @@ from .recipe import Recipe
 from .records import ManifestRow, Rejected, SourceItem
 from .sample import MEMBERS
 from .shards import DoneRecord, Output, ShardWriter, read_tar_samples
+from .timing import CLOCK, timed
 
 LOOKAHEAD = 4  # rows submitted ahead of the oldest unwritten one, per row in flight
 
@@ -95,11 +96,13 @@ def process_shard(
     kept = _KeptSamples(job, output) if job.selected is not None else None
     writer = ShardWriter(output, job.name)
     rows: list[ManifestRow] = []
+    started = CLOCK.snapshot()
 
     def write(made: tuple[dict[str, bytes] | None, ManifestRow]) -> None:
         members, row = made
         if members:
-            writer.write(row.key, members)
+            with timed("write"):
+                writer.write(row.key, members)
         rows.append(row)
         if on_row:
             on_row(row)
@@ -120,11 +123,13 @@ def process_shard(
                     write(pending.popleft().result())
             while pending:
                 write(pending.popleft().result())
-        tar_bytes, tar_sha = writer.commit()
+        with timed("write"):
+            tar_bytes, tar_sha = writer.commit()
     except BaseException:
         writer.abort()
         raise
-    part_sha = write_part(rows, output.part_path(job.name))
+    with timed("write"):
+        part_sha = write_part(rows, output.part_path(job.name))
     record = DoneRecord(
         shard=job.name,
         first_key=job.items[0].key if job.items else None,
@@ -134,6 +139,7 @@ def process_shard(
         tar_sha256=tar_sha,
         part_sha256=part_sha,
         recipe_fingerprint=job.recipe_fingerprint,
+        stage_seconds=CLOCK.since(started),
     )
     record.write(output.done_path(job.name))
     return record

@@ -23,6 +23,7 @@ from .recipe import RenderConfig
 from .records import Alignment, Dialogue, Rejected, Turn
 from .speakable import split_for_tts
 from .speakers import Speaker
+from .timing import timed
 from .tts import AligningBackend, EmptyAudio, TTSBackend
 
 Aligner = Callable[[np.ndarray, int, str], Alignment]  # (audio, sample rate, spoken text) -> timed words
@@ -128,10 +129,11 @@ def render_turn(
         turn.seed = attempt_seed(seed, attempt)
         alignment = None
         try:
-            if aligned:
-                audio, alignment = synthesize_aligned(turn, speaker, backend, turn.seed, aligner, fan_out)
-            else:
-                audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed, fan_out)
+            with timed("render"):
+                if aligned:
+                    audio, alignment = synthesize_aligned(turn, speaker, backend, turn.seed, aligner, fan_out)
+                else:
+                    audio = synthesize_text(turn.tts_text or "", speaker, backend, turn.seed, fan_out)
         except EmptyAudio:
             audio = np.zeros(0, dtype=np.float32)
         seconds = audio.size / rate
@@ -147,7 +149,8 @@ def render_turn(
         leveled = normalize_loudness(audio, rate, config.loudness_lufs, within=span)
         audio, gain_db = leveled.audio, leveled.gain_db
         if gate is not None:  # timed words must stay where they are: no trimming then
-            verdict = gate.judge(audio, rate, turn.reading or "", speaker, trim=alignment is None, level=level)
+            with timed("qc"):
+                verdict = gate.judge(audio, rate, turn.reading or "", speaker, trim=alignment is None, level=level)
             audio, problem, turn.qc = verdict.audio, verdict.problem, verdict.scores
             gain_db += verdict.gain_db
         if problem is None:

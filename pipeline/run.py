@@ -29,6 +29,7 @@ from .recipe import Recipe
 from .records import ManifestRow
 from .select import Selection, select_keys
 from .shards import DoneRecord, Output, atomic_write_bytes, file_sha256, shard_name
+from .timing import CLOCK, add_stage_seconds, timed
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class RunSummary:
     shards_skipped: int = 0
     regenerated: int = 0
     shards_failed: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # this run's, per stage (pipeline/timing.py)
 
     def to_dict(self) -> dict:
         return {
@@ -65,12 +67,23 @@ class RunSummary:
             "shards_skipped": self.shards_skipped,
             "regenerated": self.regenerated,
             "rejects_by_reason": dict(sorted(self.rejects.items())),
+            "stage_seconds": self.stage_seconds,
         }
+
+
+def _timed(items: Iterator, stage: str) -> Iterator:
+    """The items, the time spent reading each counted to `stage`."""
+    while True:
+        with timed(stage):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
 
 
 def plan_jobs(recipe: Recipe, limit: int | None) -> Iterator[ShardJob]:
     """Shard jobs in order, built lazily from the streamed corpus."""
-    items = iter_items(recipe.sources)
+    items = _timed(iter_items(recipe.sources), "ingest")
     if limit is not None:
         items = itertools.islice(items, limit)
     fingerprint = recipe.fingerprint()
@@ -206,6 +219,7 @@ def run_recipe(
         bar.update(len(rows))
 
     planned: list[str] = []
+    made: list[str] = []  # the shards this run makes (or remakes)
     fingerprint = recipe.fingerprint()
 
     def pending_jobs() -> Iterator[ShardJob]:
@@ -223,19 +237,26 @@ def run_recipe(
                 bar.update(len(job.items) - len(remake.selected))
                 job = remake
             output.done_path(job.name).unlink(missing_ok=True)
+            made.append(job.name)
             yield job
 
     atomic_write_bytes(
         output.run_path,
         json.dumps({"recipe_fingerprint": fingerprint, "state": "running"}, indent=1).encode(),
     )
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), CLOCK.snapshot()
     try:
         executor.run(pending_jobs(), recipe, output, Callbacks(on_row, on_failed))
     finally:
         bar.close()
         shards_bar.close()
     summary.wall_seconds = time.perf_counter() - started
+    summary.stage_seconds = {"ingest": CLOCK.since(clock).get("ingest", 0.0)}  # the driver's own
+    for name in made:
+        if output.done_path(name).is_file():
+            summary.stage_seconds = add_stage_seconds(
+                summary.stage_seconds, DoneRecord.read(output.done_path(name)).stage_seconds
+            )
     _remove_stale_shards(output, set(planned))
     table = assemble([output.part_path(name) for name in planned], output.manifest_path)
     summary.inputs = table.num_rows

@@ -18,7 +18,7 @@ import json
 import os
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class DoneRecord:
     tar_sha256: str
     part_sha256: str  # the shard's manifest part: a damaged one is caught like a damaged tar
     recipe_fingerprint: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # the job's time per stage (pipeline/timing.py)
 
     @classmethod
     def read(cls, path: Path) -> DoneRecord:

@@ -182,3 +182,19 @@ def test_validate_catches_a_manifest_that_lost_a_row(demo_copy):
     pq.write_table(table.slice(1), demo_copy / "manifest.parquet")
     problems = validate_output(demo_copy).problems
     assert any("not in the manifest as written" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "stages"),
+    [("demo_output", {"ingest", "text", "render", "qc", "write"}), ("duplex_output", {"text", "render", "compose"})],
+)
+def test_the_run_record_gives_the_time_per_stage_from_its_shards(fixture, stages, request):
+    from pipeline.shards import DoneRecord, Output
+    from pipeline.timing import STAGES
+
+    output = Output(request.getfixturevalue(fixture))
+    seconds = json.loads(output.run_path.read_text())["summary"]["stage_seconds"]
+    assert stages <= set(seconds) <= set(STAGES) and all(seconds[stage] > 0 for stage in stages)
+    records = [DoneRecord.read(output.done_path(tar.stem)) for tar in output.shard_tars()]
+    for stage in set(seconds) - {"ingest"}:  # the driver reads the corpus; the shard jobs do the rest
+        assert seconds[stage] == pytest.approx(sum(r.stage_seconds.get(stage, 0.0) for r in records), abs=0.01)

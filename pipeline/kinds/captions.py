@@ -31,6 +31,7 @@ from ..keys import attempt_seed, derived_int, sample_seed
 from ..recipe import Recipe
 from ..records import SCHEMA_VERSION, ManifestRow, Rejected, SourceItem
 from ..sample import audio_record, source_record
+from ..timing import timed
 from .base import Kind, RowMaker
 
 CJK_OR_KANA = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -157,10 +158,14 @@ class CaptionRowMaker(RowMaker):
         pcm, rate = read_clip(item.row["audio"])
         seed = sample_seed(self.recipe.seed, item.key, item.generation)
         started = time.perf_counter()
-        captioned = caption_clip(self.captioner, pcm, rate, seed, self.config.window_seconds, self.config.max_attempts)
+        with timed("caption"):
+            captioned = caption_clip(
+                self.captioner, pcm, rate, seed, self.config.window_seconds, self.config.max_attempts
+            )
         render_seconds = time.perf_counter() - started
-        flac = encode_flac(pcm, rate)
-        document = caption_document(item, self.recipe, pcm.shape, rate, captioned, self.captioner, seed)
+        with timed("write"):
+            flac = encode_flac(pcm, rate)
+            document = caption_document(item, self.recipe, pcm.shape, rate, captioned, self.captioner, seed)
         row = ManifestRow.of(
             item,
             shard,

@@ -30,6 +30,7 @@ from ..recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
 from ..records import Alignment, Dialogue, Rejected, Turn, WordTiming
 from ..render import Aligner, render_turn
 from ..speakers import Speaker
+from ..timing import timed
 from ..tts import AligningBackend, TTSBackend, times_words
 from .speech import SpeechKind, SpeechRowMaker
 
@@ -245,17 +246,18 @@ class DuplexComposer:
                     spoken.append(
                         (Event("aizuchi", listener, CHANNELS[listener], at, end, phrase, event.turn), said[phrase])
                     )
-        spoken.sort(key=lambda item: (item[0].start, item[0].channel))
-        events = [event for event, _ in spoken]
-        stereo, alignment, roles = self._mix(spoken)
-        if self.config.check_channels:
-            self._check_channels(stereo, events)
-        augmentation = None
-        if self.config.augment.enabled:
-            augmentation = augment_user_channel(stereo, self.rate, self.config.augment, rng)  # peak-safe itself
-        for channel in CHANNELS.values():  # each utterance is under the ceiling and none share a channel: a guard
-            stereo[:, channel] = peak_safe(stereo[:, channel])
-        return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation)
+        with timed("compose"):  # the renders above are timed as renders (and their checks as qc)
+            spoken.sort(key=lambda item: (item[0].start, item[0].channel))
+            events = [event for event, _ in spoken]
+            stereo, alignment, roles = self._mix(spoken)
+            if self.config.check_channels:
+                self._check_channels(stereo, events)
+            augmentation = None
+            if self.config.augment.enabled:
+                augmentation = augment_user_channel(stereo, self.rate, self.config.augment, rng)  # peak-safe itself
+            for channel in CHANNELS.values():  # each is under the ceiling and none share a channel: a guard
+                stereo[:, channel] = peak_safe(stereo[:, channel])
+            return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation)
 
     def _on_a_sample(self, seconds: float) -> float:
         """Times are placed on whole samples, so the recorded timeline is exactly where the audio is."""

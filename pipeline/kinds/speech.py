@@ -28,6 +28,7 @@ from ..render import render_dialogue
 from ..sample import audio_record, source_record
 from ..speakable import make_speakable, unspeakable_reason
 from ..speakers import Speaker, assign_speakers, check_bank, load_bank
+from ..timing import timed
 from ..tts import TTSBackend, load_backend, needs_reference_audio, reads_kana
 from .base import Kind, RowMaker
 
@@ -173,7 +174,8 @@ class SpeechRowMaker(RowMaker):
 
     def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         recipe, roles = self.recipe, self.kind.voiced_roles
-        dialogue = prepare_dialogue(item, recipe, self.kind, self.adapters[item.source], self.tts_reads_kana)
+        with timed("text"):
+            dialogue = prepare_dialogue(item, recipe, self.kind, self.adapters[item.source], self.tts_reads_kana)
         speakers = assign_speakers(self.bank, item.key, recipe.seed)
         voiced = {role: speakers[role] for role in roles}
         seed = sample_seed(recipe.seed, item.key, item.generation)
@@ -183,8 +185,9 @@ class SpeechRowMaker(RowMaker):
         duration = pcm.shape[0] / recipe.tts.sample_rate
         if duration > recipe.text.max_sample_seconds:
             raise Rejected(f"too long ({duration:.1f} s > {recipe.text.max_sample_seconds} s)")
-        flac = encode_flac(pcm, recipe.tts.sample_rate)
-        document = sample_document(dialogue, recipe, self.kind, voiced, pcm.shape, self.backend.describe(), seed)
+        with timed("write"):
+            flac = encode_flac(pcm, recipe.tts.sample_rate)
+            document = sample_document(dialogue, recipe, self.kind, voiced, pcm.shape, self.backend.describe(), seed)
         row = ManifestRow.of(
             item,
             shard,
