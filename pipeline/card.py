@@ -81,8 +81,8 @@ def summarize(facts: OutputFacts, config: str, split: str, data_files: str) -> d
         "made_by": {k: v for k, v in (made_by or {}).items() if k in ("backend", "model", "window_seconds")},
         **kind.card_summary(recipe),
         "seed": recipe["seed"],
-        "recipe_fingerprint": facts.run["recipe_fingerprint"],
-        "koe_version": facts.run["koe_version"],
+        "recipe_fingerprint": facts.run.recipe_fingerprint,
+        "koe_version": facts.run.koe_version,
     }
 
 

@@ -9,7 +9,6 @@ machine), measured on an earlier output of the recipe, or given.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from .manifest import measured_rtf, read_manifest
 from .recipe import Recipe
 from .records import Dialogue, Rejected
 from .render import render_dialogue
-from .shards import Output
+from .shards import Output, RunRecord
 from .speakers import assign_speakers, load_bank
 from .tts import load_backend, reads_kana
 
@@ -88,8 +87,8 @@ def _rtf_of_output(directory: Path) -> float | None:
     rtf = measured_rtf(read_manifest(output.manifest_path).to_pylist())
     if rtf is None:
         return None
-    run = json.loads(output.run_path.read_text()) if output.run_path.is_file() else {}
-    concurrency = run.get("recipe", {}).get("tts", {}).get("concurrency", 1)
+    recipe = RunRecord.read(output.run_path).recipe if output.run_path.is_file() else None
+    concurrency = (recipe or {}).get("tts", {}).get("concurrency", 1)
     return rtf / concurrency  # requests overlapped on one actor share its time
 
 

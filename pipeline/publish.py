@@ -173,7 +173,7 @@ def plan_publish(
         more = f"\n  ... and {len(report.problems) - 10} more" if len(report.problems) > 10 else ""
         raise PublishError(f"{directory} does not validate (run `koe validate {directory}`):\n  {shown}{more}")
     facts = collect(directory)
-    if facts.run.get("state") != "complete":
+    if facts.run.state != "complete":
         raise PublishError(f"{directory}: the run is incomplete (shards failed); finish it with `koe run` first")
     if not facts.samples:
         raise PublishError(f"{directory}: no written samples to publish")

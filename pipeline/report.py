@@ -350,8 +350,8 @@ def render_report(facts: OutputFacts, clips: list[Clip] | None = None) -> str:
     tiles = "".join(f"<div><b>{html.escape(value)}</b>{html.escape(name)}</div>" for name, value in numbers)
     title = html.escape(f"koe report: {recipe['name']}")
     subtitle = html.escape(
-        f"kind {recipe['kind']}, seed {recipe['seed']}, recipe fingerprint {facts.run['recipe_fingerprint']}, "
-        f"koe {facts.run['koe_version']}"
+        f"kind {recipe['kind']}, seed {recipe['seed']}, recipe fingerprint {facts.run.recipe_fingerprint}, "
+        f"koe {facts.run.koe_version}"
     )
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

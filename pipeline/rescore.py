@@ -6,7 +6,6 @@ gate itself is `pipeline/qc.py`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from .audio import decode_flac
 from .kinds import kind_named
 from .qc import judged, make_gate
 from .recipe import QCConfig
-from .shards import Output, output_samples
+from .shards import Output, RunRecord, output_samples
 from .speakers import load_bank
 from .tts import load_backend
 
@@ -27,7 +26,9 @@ def rescore_output(directory: Path) -> list[dict[str, Any]]:
     output = Output(directory)
     if not output.run_path.is_file():
         raise ValueError(f"{directory}: no run.json (is it the output folder of `koe run`?)")
-    recipe = json.loads(output.run_path.read_text())["recipe"]
+    recipe = RunRecord.read(output.run_path).recipe
+    if recipe is None:
+        raise ValueError(f"{directory}: its run has not finished (run.json says running)")
     if not kind_named(recipe["kind"]).speaks:
         raise ValueError(f"{directory}: a {recipe['kind']} output has no rendered speech to check")
     config = QCConfig(**{**recipe.get("qc", {}), "enabled": True})

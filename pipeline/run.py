@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from .manifest import assemble, measured_rtf, read_manifest, reason_counts, stat
 from .recipe import Recipe
 from .records import ManifestRow
 from .select import Selection, select_keys
-from .shards import DoneRecord, Output, atomic_write_bytes, file_sha256, shard_name
+from .shards import DoneRecord, Output, RunRecord, file_sha256, shard_name
 from .timing import CLOCK, add_stage_seconds, timed
 
 logger = logging.getLogger(__name__)
@@ -150,9 +149,9 @@ def _check_recipe(output: Output, recipe: Recipe, force: bool) -> None:
     if not output.run_path.is_file() or force:
         return
     try:
-        previous = json.loads(output.run_path.read_text(encoding="utf-8")).get("recipe_fingerprint")
-    except (ValueError, AttributeError) as exc:  # empty, garbage or not an object: as if missing
-        logger.warning("%s: unreadable run record (%s), taken as missing; each shard is checked", output.run_path, exc)
+        previous = RunRecord.read(output.run_path).recipe_fingerprint
+    except ValueError as exc:  # empty, garbage or not a run record: as if missing
+        logger.warning("%s; taken as missing, each shard is checked", exc)
         return
     if previous != recipe.fingerprint():
         raise OutputConflict(
@@ -240,10 +239,7 @@ def run_recipe(
             made.append(job.name)
             yield job
 
-    atomic_write_bytes(
-        output.run_path,
-        json.dumps({"recipe_fingerprint": fingerprint, "state": "running"}, indent=1).encode(),
-    )
+    RunRecord(fingerprint, "running").write(output.run_path)
     started, clock = time.perf_counter(), CLOCK.snapshot()
     try:
         executor.run(pending_jobs(), recipe, output, Callbacks(on_row, on_failed))
@@ -310,12 +306,11 @@ def regeneration_preview(recipe: Recipe, output_dir: Path, selection: Selection,
 
 
 def _write_run_record(output: Output, recipe: Recipe, summary: RunSummary) -> None:
-    record = {
-        "recipe_fingerprint": recipe.fingerprint(),
-        "state": "complete" if not summary.shards_failed else "incomplete",
-        "koe_version": version("koe"),
-        "recipe": recipe.model_dump(mode="json"),
-        "summary": summary.to_dict(),
-        "shards_failed": summary.shards_failed,
-    }
-    atomic_write_bytes(output.run_path, json.dumps(record, indent=1, ensure_ascii=False).encode())
+    RunRecord(
+        recipe_fingerprint=recipe.fingerprint(),
+        state="complete" if not summary.shards_failed else "incomplete",
+        koe_version=version("koe"),
+        recipe=recipe.model_dump(mode="json"),
+        summary=summary.to_dict(),
+        shards_failed=summary.shards_failed,
+    ).write(output.run_path)

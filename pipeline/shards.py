@@ -108,6 +108,48 @@ class DoneRecord:
         atomic_write_bytes(path, json.dumps(asdict(self), indent=1).encode())
 
 
+RUN_STATES = ("running", "complete", "incomplete")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """`run.json`: what made an output and how its last run ended ("running" until it ends).
+
+    A finished run also records koe's version, the whole recipe as validated, its summary and the
+    shards whose task failed; a running one only the recipe's fingerprint.
+    """
+
+    recipe_fingerprint: str
+    state: str
+    koe_version: str | None = None
+    recipe: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    shards_failed: list[str] | None = None
+
+    def __post_init__(self):
+        if self.state not in RUN_STATES:
+            raise ValueError(f"state {self.state!r} is none of {', '.join(RUN_STATES)}")
+        if self.state != "running" and (self.recipe is None or self.koe_version is None):
+            raise ValueError(f"a {self.state} run record lacks its recipe or koe version")
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        """The record in `path`; FileNotFoundError when there is none, a ValueError naming the file when it is
+        not JSON or not a run record (a missing field, an unknown one, a state koe does not write)."""
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            return cls(**data)
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"{path}: unreadable run record ({type(exc).__name__}: {exc})") from None
+
+    def write(self, path: Path) -> None:
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        atomic_write_bytes(path, json.dumps(fields, indent=1, ensure_ascii=False).encode())
+
+
 def shard_name(recipe_name: str, index: int) -> str:
     return f"{recipe_name}-{index:06d}"
 

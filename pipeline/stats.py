@@ -7,14 +7,13 @@ over the FLAC members, so a 100 GB output is summarized without reading its audi
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .manifest import read_manifest, reason_counts, status_counts
-from .shards import DoneRecord, Output, output_samples
+from .shards import DoneRecord, Output, RunRecord, output_samples
 from .speakers import load_bank
 
 # per-turn QC scores in the sample JSON, and the recipe's thresholds for each (None: no bound there)
@@ -68,7 +67,7 @@ class SampleFacts:
 class OutputFacts:
     """One finished output: its run record, its manifest's counts and the facts of every written sample."""
 
-    run: dict[str, Any]
+    run: RunRecord
     statuses: Counter  # manifest rows per status
     reject_reasons: Counter  # rejected rows per reason, without row-specific detail
     samples: list[SampleFacts] = field(default_factory=list)
@@ -77,7 +76,7 @@ class OutputFacts:
 
     @property
     def recipe(self) -> dict[str, Any]:
-        return self.run["recipe"]
+        return self.run.recipe
 
     @property
     def kind(self) -> str:
@@ -105,9 +104,12 @@ def collect(directory: Path) -> OutputFacts:
     output = Output(Path(directory))
     if not output.run_path.is_file() or not output.manifest_path.is_file():
         raise ValueError(f"{directory}: not a finished koe output (no run.json or manifest.parquet)")
+    run = RunRecord.read(output.run_path)
+    if run.recipe is None:
+        raise ValueError(f"{directory}: its run has not finished (run.json says running)")
     table = read_manifest(output.manifest_path)
     facts = OutputFacts(
-        run=json.loads(output.run_path.read_text()),
+        run=run,
         statuses=status_counts(table),
         reject_reasons=reason_counts(table),
     )

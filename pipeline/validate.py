@@ -19,7 +19,7 @@ from .kinds import KINDS
 from .manifest import read_manifest
 from .records import SCHEMA_VERSION
 from .sample import MEMBERS
-from .shards import DoneRecord, Output, file_sha256, read_tar_samples
+from .shards import DoneRecord, Output, RunRecord, file_sha256, read_tar_samples
 
 STATUSES = {"written", "rejected", "failed"}
 
@@ -104,19 +104,18 @@ def _check_shard(tar: Path, written: dict[str, dict], found: set[str], report: R
 def _check_run_record(output: Output, report: Report) -> None:
     """An output is whole only when its run finished: `run.json` says `complete`, else which shards failed."""
     try:
-        record = json.loads(output.run_path.read_text(encoding="utf-8"))
-        state = record["state"]
+        record = RunRecord.read(output.run_path)
     except FileNotFoundError:
         report.problems.append(f"{output.run_path}: missing (no finished run wrote this output)")
         return
-    except (ValueError, TypeError, KeyError) as exc:
-        report.problems.append(f"{output.run_path}: unreadable run record ({type(exc).__name__}: {exc})")
+    except ValueError as exc:
+        report.problems.append(str(exc))
         return
-    if state == "running":
+    if record.state == "running":
         report.problems.append(f"{output.run_path}: the run did not finish (interrupted or still running)")
-    elif state != "complete":
-        failed = ", ".join(record.get("shards_failed") or []) or "unknown"
-        report.problems.append(f"{output.run_path}: the run is {state}; shards whose task failed: {failed}")
+    elif record.state != "complete":
+        failed = ", ".join(record.shards_failed or []) or "unknown"
+        report.problems.append(f"{output.run_path}: the run is {record.state}; shards whose task failed: {failed}")
 
 
 def validate_output(directory: Path) -> Report:

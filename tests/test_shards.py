@@ -6,11 +6,21 @@ import hashlib
 import io
 import json
 import os
+import re
 
 import pytest
 import webdataset as wds
 
-from pipeline.shards import TAR_MODE, TAR_OWNER, Output, ShardWriter, file_sha256, output_samples, read_tar_samples
+from pipeline.shards import (
+    TAR_MODE,
+    TAR_OWNER,
+    Output,
+    RunRecord,
+    ShardWriter,
+    file_sha256,
+    output_samples,
+    read_tar_samples,
+)
 
 
 def samples() -> list[tuple[str, dict[str, bytes]]]:
@@ -85,3 +95,21 @@ def test_the_output_reader_names_a_broken_json_or_passes_it_over(tmp_path):
     with pytest.raises(ValueError, match=r"s-000000.tar: a-2.json does not parse"):
         list(output_samples(output.root))
     assert [s.key for s in output_samples(output.root, errors="skip")] == ["a-1", "a-3"]
+
+
+def test_a_run_record_reads_what_it_writes_and_names_what_is_wrong(tmp_path):
+    path = tmp_path / "run.json"
+    RunRecord("abc", "running").write(path)
+    assert json.loads(path.read_text()) == {"recipe_fingerprint": "abc", "state": "running"}
+    finished = RunRecord("abc", "complete", "0.1", {"kind": "sft"}, {"inputs": 1}, [])
+    finished.write(path)
+    assert RunRecord.read(path) == finished and list(json.loads(path.read_text()))[-1] == "shards_failed"
+    for text, why in [
+        ('{"recipe_fingerprint": "abc", "state": "done"}', "state 'done' is none of running, complete"),
+        ('{"recipe_fingerprint": "abc", "state": "running", "extra": 1}', "unexpected keyword argument 'extra'"),
+        ('{"recipe_fingerprint": "abc", "state": "complete"}', "a complete run record lacks its recipe"),
+        ("[1, 2]", "a JSON list, not an object"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"{path.name}: unreadable run record .*{re.escape(why)}"):
+            RunRecord.read(path)
