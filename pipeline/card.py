@@ -44,7 +44,7 @@ def summarize(facts: OutputFacts, config: str, split: str, data_files: str) -> d
     source_seconds = facts.source_seconds()
     speaker_seconds = facts.speaker_seconds()
     voices = speaker_descriptions(facts, sorted(speaker_seconds))
-    clip_licenses = Counter(s.clip["license_name"] for s in facts.samples if s.clip)
+    clip_licenses = Counter(s.clip.license_name for s in facts.samples if s.clip)
     kind = kind_named(facts.kind)
     made_by = first.get(kind.model_record)
     return {

@@ -31,7 +31,7 @@ import csv
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,25 +129,54 @@ def _identify(path: list[str]) -> tuple[str, str] | None:
     return kind, " ".join([name, version, *(port.upper() for port in rest)])
 
 
-def attribution(row: ClipRow) -> dict[str, Any]:
-    """What every sample made from a kept clip carries: CC BY asks for creator, title, source and license.
+@dataclass(frozen=True)
+class Clip:
+    """A kept clip as every sample made from it records it: the attribution CC BY asks for (creator, title,
+    source and license), then its FSD50K labels and where in FSD50K it is.
 
     `credit` follows the line Freesound offers on each sound's page (title by uploader -- link -- license),
     with the license URL added so the line alone satisfies CC BY's "provide a link to the license".
     """
-    source_url = f"https://freesound.org/s/{row['freesound_id']}/"
-    title = row["title"] or f"Freesound sound {row['freesound_id']}"
-    uploader = row["uploader"] or "an unnamed Freesound user"  # only CC0 clips get here without one
-    return {
-        "freesound_id": row["freesound_id"],
-        "title": row["title"],
-        "uploader": row["uploader"],
-        "license": row["license"],
-        "license_name": row["license_name"],
-        "source_url": source_url,
-        "credit": f"{title} by {uploader} -- {source_url} -- License: {row['license_name']} ({row['license']})",
-        "collection": COLLECTION_CREDIT,
-    }
+
+    freesound_id: int
+    title: str
+    uploader: str
+    license: str
+    license_name: str
+    source_url: str
+    credit: str
+    collection: str
+    labels: list[str]
+    mids: list[str]
+    subset: str
+    split: str
+
+    @classmethod
+    def of(cls, row: ClipRow) -> Clip:
+        source_url = f"https://freesound.org/s/{row['freesound_id']}/"
+        title = row["title"] or f"Freesound sound {row['freesound_id']}"
+        uploader = row["uploader"] or "an unnamed Freesound user"  # only CC0 clips get here without one
+        return cls(
+            freesound_id=row["freesound_id"],
+            title=row["title"],
+            uploader=row["uploader"],
+            license=row["license"],
+            license_name=row["license_name"],
+            source_url=source_url,
+            credit=f"{title} by {uploader} -- {source_url} -- License: {row['license_name']} ({row['license']})",
+            collection=COLLECTION_CREDIT,
+            labels=row["labels"],
+            mids=row["mids"],
+            subset=row["subset"],
+            split=row["split"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Clip:
+        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .fsd50k import Clip as SoundClip
 from .kinds import kind_named
 from .shards import atomic_write_bytes, output_samples
 from .stats import QC_SCORES, OutputFacts, collect, format_duration, speaker_descriptions
@@ -174,7 +175,7 @@ def plots(facts: OutputFacts) -> list[tuple[str, str]]:
         )
         rates = [60 * s.aizuchi / s.duration for s in facts.samples if s.duration > 0]
         found.append(("Aizuchi per minute of dialogue, per sample", _figure(_histogram(rates, "aizuchi per minute"))))
-    clips = sorted(Counter(s.clip["license_name"] for s in facts.samples if s.clip).items())
+    clips = sorted(Counter(s.clip.license_name for s in facts.samples if s.clip).items())
     if clips:
         found.append(
             (
@@ -208,8 +209,8 @@ class Clip:
 Candidate = tuple[str, int | None, float, float, int | None]  # label, turn, start, end, channel
 
 
-def _license(clip: dict[str, Any]) -> str:
-    return clip.get("license_name") or "unknown license"
+def _license(clip: SoundClip) -> str:
+    return clip.license_name or "unknown license"
 
 
 def _candidates(document: dict[str, Any]) -> Iterator[Candidate]:
@@ -218,7 +219,7 @@ def _candidates(document: dict[str, Any]) -> Iterator[Candidate]:
     A duplex turn is heard on its speaker's channel alone; channel None mixes all channels.
     """
     if document.get("clip"):
-        yield _license(document["clip"]), None, 0.0, document["audio"]["duration"], None
+        yield _license(SoundClip.from_dict(document["clip"])), None, 0.0, document["audio"]["duration"], None
         return
     channels = document.get("channels") or []
     for index, turn in enumerate(document.get("turns", [])):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .fsd50k import Clip
 from .manifest import read_manifest, reason_counts, status_counts
 from .shards import DoneRecord, Output, RunRecord, output_samples
 from .speakers import load_bank
@@ -37,7 +38,7 @@ class SampleFacts:
     turn_qc: list[dict[str, float]]
     gaps: list[float]  # duplex: each turn's start minus the previous turn's end (negative: overlap)
     aizuchi: int
-    clip: dict[str, Any] | None  # captions: the clip's attribution
+    clip: Clip | None  # captions: the clip and its attribution
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> SampleFacts:
@@ -59,7 +60,7 @@ class SampleFacts:
             turn_qc=[turn["qc"] for turn in turns if "qc" in turn],
             gaps=[e["gap"] for e in timeline if e["kind"] == "turn" and e["gap"] is not None],
             aizuchi=sum(1 for e in timeline if e["kind"] == "aizuchi"),
-            clip=document.get("clip"),
+            clip=Clip.from_dict(document["clip"]) if "clip" in document else None,
         )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from pipeline.fsd50k import SUBSETS, USABLE_KINDS, attribution, license_kind, read_clips, read_license
+from pipeline.fsd50k import SUBSETS, USABLE_KINDS, Clip, license_kind, read_clips, read_license
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "data" / "fsd50k"
 
@@ -230,15 +230,15 @@ def test_kept_clips_carry_their_attribution():
     kept = [row for row, reason in read_clips(DEMO) if reason is None]
     assert kept
     for row in kept:
-        credit = attribution(row)
-        assert credit["freesound_id"] == row["freesound_id"]
-        assert credit["title"] and credit["uploader"] and credit["license"] and credit["license_name"]
-        assert credit["source_url"] == f"https://freesound.org/s/{row['freesound_id']}/"
-        for part in (row["title"], row["uploader"], credit["source_url"], row["license_name"], row["license"]):
-            assert part in credit["credit"]
-        assert "FSD50K" in credit["collection"]
+        clip = Clip.of(row)
+        assert clip.freesound_id == row["freesound_id"] and Clip.from_dict(clip.to_dict()) == clip
+        assert clip.title and clip.uploader and clip.license and clip.license_name and clip.labels
+        assert clip.source_url == f"https://freesound.org/s/{row['freesound_id']}/"
+        for part in (row["title"], row["uploader"], clip.source_url, row["license_name"], row["license"]):
+            assert part in clip.credit
+        assert "FSD50K" in clip.collection
     rain = next(row for row in kept if row["fname"] == "990000102")
-    assert attribution(rain)["credit"] == (
+    assert Clip.of(rain).credit == (
         "Synthetic rain, hiss and droplets by koe -- https://freesound.org/s/990000102/ -- "
         "License: CC BY 3.0 (http://creativecommons.org/licenses/by/3.0/)"
     )
@@ -328,7 +328,7 @@ def test_hostile_metadata_rejects_only_the_clips_it_touches(tmp_path):
     assert [(row.get("fname"), reason) for row, reason in rows[len(DEMO_DECISIONS) - 5 : -5]] == HOSTILE_LINES
     for row, reason in rows:
         if reason is None:
-            credit = attribution(row)["credit"]
+            credit = Clip.of(row).credit
             assert len(credit) < 500 and credit.encode("utf-8")  # short, and text
         else:
             assert reason.encode("utf-8") and len(reason) < 200

@@ -106,3 +106,28 @@ def test_a_fifth_kind_runs_validates_and_publishes_from_its_module_alone(monkeyp
 
     card = render_card("me/data", "main", [summarize(collect(Path(out)), "default", "train", "data/*.tar")])
     assert "text-to-speech" in card and "**assistant_reading**" in card
+
+
+COMMON_FIELDS = {"schema_version", "key", "kind", "recipe"}
+
+
+@pytest.fixture(scope="module")
+def dpo_output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dpo") / "out"
+    recipe = load_recipe(REPO / "recipes" / "dpo_hh_rlhf.yaml", ["profile=embedded"])
+    run_recipe(recipe, out, InlineExecutor(), limit=3, show_progress=False)
+    return out
+
+
+@pytest.mark.parametrize("fixture", ["demo_output", "dpo_output", "duplex_output", "captions_output"])
+def test_the_card_and_the_readme_describe_every_field_a_sample_has(fixture, request):
+    documents = [sample.document for sample in output_samples(request.getfixturevalue(fixture))]
+    kind = KINDS[documents[0]["kind"]]
+    for document in documents:
+        assert list(document)[:4] == ["schema_version", "key", "kind", "recipe"]
+        assert set(document) - COMMON_FIELDS == set(kind.json_fields), document["key"]
+        assert set(kind.required_fields) <= set(document)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    sample_format = readme[readme.index("## Sample format") : readme.index("## Manifest")]
+    missing = [f for f in kind.json_fields if f"`{f}`" not in sample_format and f'"{f}"' not in sample_format]
+    assert not missing, f"README's sample format does not name {missing} of kind {kind.name}"

@@ -106,7 +106,7 @@ def test_the_captions_report_shows_the_clips_licenses(captions_output, tmp_path)
 def test_the_captions_report_plays_one_clip_per_license(captions_output, tmp_path):
     koe("report", str(captions_output), "--html", str(tmp_path / "r.html"))
     page = read_page(tmp_path / "r.html")
-    licenses = {sample.clip["license_name"] for sample in collect(captions_output).samples}
+    licenses = {sample.clip.license_name for sample in collect(captions_output).samples}
     assert sorted(p["row"][0] for p in page.players) == sorted(licenses)
     for player in page.players:
         document, audio, rate = _members(captions_output, player["data-key"])

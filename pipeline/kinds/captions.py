@@ -26,7 +26,7 @@ import soundfile as sf
 from ..audio import encode_flac, resample
 from ..captioners import CAPTION_SAMPLE_RATE, Caption, Captioner, load_captioner
 from ..corpora import CLIP_ADAPTERS
-from ..fsd50k import attribution
+from ..fsd50k import Clip
 from ..keys import attempt_seed, derived_int, sample_seed
 from ..recipe import Recipe
 from ..records import SCHEMA_VERSION, ManifestRow, Rejected, SourceItem
@@ -123,13 +123,7 @@ def caption_document(
         "kind": Captions.name,
         "recipe": recipe.name,
         "source": source_record(source, item.row_id, item.row_index),
-        "clip": {
-            **attribution(row),
-            "labels": row["labels"],
-            "mids": row["mids"],
-            "subset": row["subset"],
-            "split": row["split"],
-        },
+        "clip": Clip.of(row).to_dict(),
         "audio": audio_record(shape, rate),
         "caption": captioned[0].text if len(captioned) == 1 else " ".join(w.text for w in captioned),
         "captions": [{"start": w.start, "end": w.end, "text": w.text, "attempts": w.attempts} for w in captioned],
@@ -186,7 +180,7 @@ def attribution_csv(facts) -> bytes:
     fields = ["freesound_id", "title", "uploader", "license", "license_name", "source_url", "credit"]
     writer.writerow(["key", *fields])
     for sample in facts.samples:
-        writer.writerow([sample.key, *(sample.clip[field] for field in fields)])
+        writer.writerow([sample.key, *(getattr(sample.clip, field) for field in fields)])
     return buffer.getvalue().encode("utf-8")
 
 

@@ -15,7 +15,8 @@ class DPO(SpeechKind):
     voiced_roles = ("user",)
     task_categories = ("audio-text-to-text", "automatic-speech-recognition")
     json_fields = SpeechKind.json_fields | {
-        "turns": SpeechKind.json_fields["turns"] + "; the chosen and rejected replies"
+        "chosen": "the preferred reply, as text",
+        "rejected": "the dispreferred reply, as text",
     }
 
     def text_fields(self, parsed: ParsedRow) -> dict[str, Any]:
