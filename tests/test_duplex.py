@@ -103,6 +103,32 @@ def test_aizuchi_are_in_the_listeners_voice_inside_the_others_long_turns(busy_sa
         assert event.text in DuplexConfig().aizuchi.phrases
 
 
+def _likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two waveforms over their common length: 1 for the same render, far less for another voice."""
+    n = min(a.size, b.size)
+    a, b = a[:n].astype(np.float64), b[:n].astype(np.float64)
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def test_each_aizuchi_is_the_listeners_own_render_never_the_speakers(voices):
+    """Both sides say the same phrase: each must hear it in its own voice (the cache was keyed by phrase only)."""
+    aizuchi = {"rate_per_minute": 40, "min_turn_seconds": 2.0, "phrases": ["はい"]}
+    _, sample = compose(voices, overlap={"share": 0.6}, aizuchi=aizuchi)
+    events = [e for e in sample.events if e.kind == "aizuchi"]
+    assert {e.role for e in events} == {"user", "assistant"}
+    composer = DuplexComposer(
+        load_backend("openjtalk", {"max_chars": 200}), RenderConfig(), DuplexConfig(), RATE, False, None
+    )
+    own = {role: composer._aizuchi("はい", role, voices[role], 11) for role in CHANNELS}
+    for event in events:
+        channel = sample.pcm[:, event.channel].astype(np.float32) / 32768
+        start = round(event.start * RATE)
+        heard = channel[start : start + round((event.end - event.start) * RATE)]
+        other = next(role for role in CHANNELS if role != event.role)
+        mine, theirs = (own[r].audio[own[r].onset : own[r].offset] for r in (event.role, other))
+        assert _likeness(heard, mine) > 0.99 and _likeness(heard, theirs) < 0.9, event
+
+
 def test_alignments_are_sorted_inside_the_audio_and_cover_every_word(busy_sample):
     dialogue, sample = busy_sample
     duration = sample.pcm.shape[0] / RATE

@@ -229,7 +229,7 @@ class DuplexComposer:
             spoken.append((event, piece))
             busy[turn.role].append((event.start, event.end))
 
-        said: dict[str, Placed] = {}  # an aizuchi phrase is rendered once per sample
+        said: dict[tuple[str, str], Placed] = {}  # each listener's aizuchi phrase is rendered once per sample
         for event, piece in list(spoken):
             listener = next(role for role in CHANNELS if role != event.role)
             origin = event.start - piece.onset / self.rate  # where the piece's audio begins
@@ -237,15 +237,14 @@ class DuplexComposer:
             for at in aizuchi_times((event.start, event.end), pauses, self.config, rng):
                 phrases = self.config.aizuchi.phrases
                 phrase = phrases[int(rng.integers(len(phrases)))]
-                if phrase not in said:
-                    said[phrase] = self._aizuchi(phrase, listener, speakers[listener], seed)
+                if (phrase, listener) not in said:  # in the listener's own voice, never the speaker's
+                    said[phrase, listener] = self._aizuchi(phrase, listener, speakers[listener], seed)
+                heard = said[phrase, listener]
                 at = self._on_a_sample(at)
-                end = round(at + said[phrase].seconds(self.rate), 6)
+                end = round(at + heard.seconds(self.rate), 6)
                 if _free(busy[listener], at, end):
                     busy[listener].append((at, end))
-                    spoken.append(
-                        (Event("aizuchi", listener, CHANNELS[listener], at, end, phrase, event.turn), said[phrase])
-                    )
+                    spoken.append((Event("aizuchi", listener, CHANNELS[listener], at, end, phrase, event.turn), heard))
         with timed("compose"):  # the renders above are timed as renders (and their checks as qc)
             spoken.sort(key=lambda item: (item[0].start, item[0].channel))
             events = [event for event, _ in spoken]
