@@ -22,7 +22,7 @@ from .recipe import Recipe
 from .records import Dialogue, Rejected
 from .render import render_dialogue
 from .shards import Output, RunRecord
-from .speakers import assign_speakers, load_bank
+from .speakers import load_bank
 from .tts import load_backend, reads_kana
 
 
@@ -61,10 +61,11 @@ def _measure_rtf_here(recipe: Recipe, dialogues: list[Dialogue], count: int) -> 
     """Render a few sampled dialogues with the recipe's backend in this process: seconds per audio second."""
     bank = load_bank(recipe.speakers.bank)
     backend = load_backend(recipe.tts.backend, recipe.tts.options)
-    roles = kind_named(recipe.kind).voiced_roles
+    kind = kind_named(recipe.kind)
+    roles = kind.voiced_roles
     rendered = spent = 0.0
     for dialogue in dialogues[:count]:
-        speakers = assign_speakers(bank, dialogue.key, recipe.seed)
+        speakers = kind.voices(bank, dialogue.key, recipe)
         voiced = {role: speakers[role] for role in roles}
         started = time.perf_counter()
         pcm = render_dialogue(

@@ -291,6 +291,10 @@ class DuplexConfig(_Strict):
     ctc_model_dir: Path | None = Field(
         default=None, description="Japanese CTC model folder, to align words for backends that do not time them"
     )
+    assistant_speaker: str | None = Field(
+        default=None,
+        description="one bank voice for the assistant in every sample (Moshi keeps one); the users' are still drawn",
+    )
     check_channels: bool = Field(default=True, description="silero-vad on each channel against the timeline")
     vad_tolerance_seconds: float = Field(default=0.25, ge=0, description="speech allowed outside a planned interval")
 

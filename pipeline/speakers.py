@@ -134,14 +134,19 @@ def check_bank(bank: SpeakerBank, needs_reference: bool) -> dict[str, list[str]]
     return {speaker_id: problems for speaker_id, problems in report.items() if problems}
 
 
-def assign_speakers(bank: SpeakerBank, key: str, seed: int) -> dict[str, Speaker]:
+def assign_speakers(bank: SpeakerBank, key: str, seed: int, assistant_id: str | None = None) -> dict[str, Speaker]:
     """User and assistant voices from key and seed alone: stable under resume and regeneration.
 
     The user is uniform over the bank and the assistant uniform over the others, so the two never
-    share a voice and every speaker gets an equal share in expectation.
+    share a voice and every speaker gets an equal share in expectation. With `assistant_id` the
+    assistant is that voice in every sample (as Moshi keeps one), and the user uniform over the others.
     """
     n = len(bank.speakers)
     draw = derived_int(seed, key, size=8)
+    if assistant_id is not None:
+        fixed = bank.by_id(assistant_id)
+        others = [s for s in bank.speakers if s.id != assistant_id]
+        return {"user": others[draw % len(others)], "assistant": fixed}
     user = draw % n
     assistant = (user + 1 + (draw // n) % (n - 1)) % n
     return {"user": bank.speakers[user], "assistant": bank.speakers[assistant]}

@@ -13,9 +13,10 @@ from pipeline.kinds.duplex import CHANNELS, DuplexComposer, aizuchi_times, plan_
 from pipeline.kinds.speech import speak_turns
 from pipeline.recipe import DuplexConfig, RenderConfig
 from pipeline.records import Dialogue, Turn
+from pipeline.shards import output_samples
 from pipeline.speakers import load_bank
 from pipeline.tts import load_backend
-from tests.conftest import BANK, koe
+from tests.conftest import BANK, REPO, koe
 
 RATE = 24000
 FRAME = 240  # 10 ms
@@ -293,3 +294,23 @@ def test_datasets_loads_duplex_shards_with_stereo_audio_and_alignments(duplex_ou
     assert first["json"]["alignments"]["words"][0].keys() == {"word", "start", "end", "role"}
     samples = first["flac"].get_all_samples()
     assert samples.data.shape[0] == 2 and samples.sample_rate == 24000
+
+
+def test_a_fixed_assistant_voice_speaks_every_sample_and_the_users_are_drawn_from_the_others(tmp_path):
+    from pipeline.speakers import assign_speakers
+
+    bank = load_bank(BANK)
+    drawn = [assign_speakers(bank, f"key-{i}", 7, "spk03") for i in range(400)]
+    assert {d["assistant"].id for d in drawn} == {"spk03"}
+    assert {d["user"].id for d in drawn} == {s.id for s in bank.speakers} - {"spk03"}
+
+    recipe = REPO / "recipes" / "duplex_magpie.yaml"
+    out = tmp_path / "out"
+    koe("run", str(recipe), "--set", "profile=embedded", "--set", "duplex.assistant_speaker=spk03",
+        "--limit", "3", "--output", str(out), "--executor", "inline", "--no-progress")  # fmt: skip
+    documents = [sample.document for sample in output_samples(out)]
+    assert documents and {d["speakers"]["assistant"] for d in documents} == {"spk03"}
+    assert all(d["speakers"]["user"] != "spk03" for d in documents)
+    wrong = koe("run", str(recipe), "--set", "profile=embedded", "--set", "duplex.assistant_speaker=nobody",
+                "--output", str(tmp_path / "other"), "--executor", "inline", check=False)  # fmt: skip
+    assert wrong.returncode == 2 and "duplex.assistant_speaker 'nobody' is not a voice of the bank" in wrong.stderr

@@ -29,7 +29,7 @@ from ..readings import kana_reading
 from ..recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
 from ..records import Alignment, Dialogue, Rejected, Turn, WordTiming
 from ..render import Aligner, render_turn
-from ..speakers import Speaker
+from ..speakers import Speaker, SpeakerBank, assign_speakers, load_bank
 from ..timing import timed
 from ..tts import AligningBackend, TTSBackend, times_words
 from .speech import SpeechKind, SpeechRowMaker
@@ -357,11 +357,21 @@ class Duplex(SpeechKind):
         "augmentation": "what was applied to the user channel, if anything",
     }
 
+    def voices(self, bank: SpeakerBank, key: str, recipe: Recipe) -> dict[str, Speaker]:
+        return assign_speakers(bank, key, recipe.seed, recipe.duplex.assistant_speaker)
+
     def timing_settings(self, recipe: Recipe) -> dict:
-        return {"turn_taking": recipe.duplex.model_dump(mode="json", exclude={"augment", "ctc_model_dir"})}
+        settings = recipe.duplex.model_dump(mode="json", exclude={"augment", "ctc_model_dir", "assistant_speaker"})
+        return {"turn_taking": settings}
 
     def preflight(self, recipe: Recipe, in_process: bool) -> None:
         super().preflight(recipe, in_process)
+        fixed = recipe.duplex.assistant_speaker
+        bank = load_bank(recipe.speakers.bank)
+        if fixed is not None and fixed not in {s.id for s in bank.speakers}:
+            raise ValueError(f"duplex.assistant_speaker {fixed!r} is not a voice of the bank {recipe.speakers.bank}")
+        if fixed is not None and len(bank.speakers) < 2:
+            raise ValueError("duplex.assistant_speaker needs a bank of at least two voices: the users get the others")
         check_word_timing(recipe)
 
     def row_maker(self, recipe: Recipe, model=None) -> DuplexRowMaker:

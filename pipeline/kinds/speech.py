@@ -27,7 +27,7 @@ from ..records import SCHEMA_VERSION, Dialogue, ManifestRow, Rejected, SourceIte
 from ..render import render_dialogue
 from ..sample import audio_record, source_record
 from ..speakable import make_speakable, unspeakable_reason
-from ..speakers import Speaker, assign_speakers, check_bank, load_bank
+from ..speakers import Speaker, SpeakerBank, assign_speakers, check_bank, load_bank
 from ..timing import timed
 from ..tts import TTSBackend, load_backend, needs_reference_audio, reads_kana
 from .base import Kind, RowMaker
@@ -176,7 +176,7 @@ class SpeechRowMaker(RowMaker):
         recipe, roles = self.recipe, self.kind.voiced_roles
         with timed("text"):
             dialogue = prepare_dialogue(item, recipe, self.kind, self.adapters[item.source], self.tts_reads_kana)
-        speakers = assign_speakers(self.bank, item.key, recipe.seed)
+        speakers = self.kind.voices(self.bank, item.key, recipe)
         voiced = {role: speakers[role] for role in roles}
         seed = sample_seed(recipe.seed, item.key, item.generation)
         started = time.perf_counter()
@@ -230,6 +230,10 @@ class SpeechKind(Kind):
     def text_fields(self, parsed: ParsedRow) -> dict[str, Any]:
         """Text of the row the sample JSON keeps beyond its turns (DPO: the replies)."""
         return {}
+
+    def voices(self, bank: SpeakerBank, key: str, recipe: Recipe) -> dict[str, Speaker]:
+        """The bank voices of a sample's roles, drawn by its key and the recipe's seed."""
+        return assign_speakers(bank, key, recipe.seed)
 
     def timing_settings(self, recipe: Recipe) -> dict[str, Any]:
         """How the turns were placed in time, for the JSON's `render` record."""
