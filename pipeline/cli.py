@@ -215,6 +215,25 @@ def describe(
     typer.echo(format_steps(describe_recipe(config)))
 
 
+@app.command("duplex-stats")
+def duplex_stats(
+    directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N dialogues")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Turn-taking measured from the audio (VAD IPUs per channel), beside the designed timeline and human ranges."""
+    import json
+
+    from .duplex_stats import duplex_stats as measure_output
+    from .duplex_stats import format_stats
+
+    try:
+        stats = measure_output(directory, limit)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(stats.to_dict()) if as_json else format_stats(stats))
+
+
 @app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="output folder of `koe run`")]) -> None:
     """Re-read every shard, decode every FLAC, reconcile with the manifest; non-zero exit on problems."""
