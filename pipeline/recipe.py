@@ -230,8 +230,8 @@ class GapConfig(_Strict):
     """Silence between one speaker's end and the other's start, drawn per turn."""
 
     distribution: Literal["lognormal", "normal", "uniform"] = "lognormal"
-    mean: float = Field(default=0.4, gt=0, description="seconds (uniform: ignored)")
-    sd: float = Field(default=0.2, ge=0, description="seconds (uniform: ignored)")
+    mean: float = Field(default=0.25, gt=0, description="seconds (uniform: ignored)")
+    sd: float = Field(default=0.15, ge=0, description="seconds (uniform: ignored)")
     min: float = Field(default=0.05, ge=0)
     max: float = Field(default=1.5, gt=0)
 
@@ -243,20 +243,35 @@ class GapConfig(_Strict):
 
 
 class OverlapConfig(_Strict):
-    share: float = Field(default=0.15, ge=0, le=1, description="share of turns that start before the other has ended")
-    seconds: tuple[float, float] = Field(default=(0.2, 0.8), description="how long before the other's end")
+    share: float = Field(default=0.25, ge=0, le=1, description="share of turns that start before the other has ended")
+    seconds: tuple[float, float] = Field(default=(0.4, 1.2), description="how long before the other's end")
     _ordered = field_validator("seconds")(_ordered_range)
 
 
 class AizuchiConfig(_Strict):
     """Backchannels on the listener's channel, at phrase boundaries of the speaker's longer turns."""
 
-    rate_per_minute: float = Field(default=8.0, ge=0, description="expected aizuchi per minute of the other's speech")
-    min_turn_seconds: float = Field(default=3.0, ge=0, description="shorter turns get none")
+    rate_per_minute: float = Field(default=15.0, ge=0, description="expected aizuchi per minute of the other's speech")
+    min_turn_seconds: float = Field(default=1.5, ge=0, description="shorter turns get none")
     phrases: list[str] = Field(default_factory=lambda: ["はい", "うん", "ええ", "そうですね", "なるほど"], min_length=1)
-    min_spacing_seconds: float = Field(default=1.5, ge=0, description="between two aizuchi of one turn")
-    delay_seconds: tuple[float, float] = Field(default=(0.05, 0.3), description="after the phrase boundary")
+    min_spacing_seconds: float = Field(default=1.0, ge=0, description="between two aizuchi of one turn")
+    delay_seconds: tuple[float, float] = Field(default=(0.0, 0.15), description="after the phrase boundary")
+    after_particles: bool = Field(
+        default=True,
+        description="also after the other's phrase-final particles (ね, よ, は, が, ...), not only at their pauses",
+    )
     _ordered = field_validator("delay_seconds")(_ordered_range)
+
+
+class IPUConfig(_Strict):
+    """Inter-pausal units: people pause inside a long turn; the TTS barely does."""
+
+    split_share: float = Field(
+        default=0.7, ge=0, le=1, description="share of the phrase boundaries (particle ends) where a pause is put"
+    )
+    pause_seconds: tuple[float, float] = Field(default=(0.2, 0.45), description="a pause put there")
+    min_unit_seconds: float = Field(default=0.6, ge=0, description="no unit is made shorter than this")
+    _ordered = field_validator("pause_seconds")(_ordered_range)
 
 
 class AugmentConfig(_Strict):
@@ -287,6 +302,7 @@ class DuplexConfig(_Strict):
     gap: GapConfig = GapConfig()
     overlap: OverlapConfig = OverlapConfig()
     aizuchi: AizuchiConfig = AizuchiConfig()
+    ipu: IPUConfig = IPUConfig()
     augment: AugmentConfig = AugmentConfig()
     ctc_model_dir: Path | None = Field(
         default=None, description="Japanese CTC model folder, to align words for backends that do not time them"

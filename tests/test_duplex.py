@@ -163,7 +163,8 @@ def test_plan_draws_gaps_and_overlaps_as_configured():
     gaps = [gap for _, gap in plan[1:]]
     overlaps = [g for g in gaps if g < 0]
     assert 0.25 <= len(overlaps) / len(gaps) <= 0.35
-    assert all(-0.8 - 1e-9 <= g <= -0.2 + 1e-9 for g in overlaps)
+    earliest, latest = config.overlap.seconds
+    assert all(-latest - 1e-9 <= g <= -earliest + 1e-9 for g in overlaps)
     assert all(0.1 - 1e-9 <= g <= 1.0 + 1e-9 for g in gaps if g >= 0)
     ends = {}
     for (start, _), role in zip(plan, roles, strict=True):  # one speaker never overlaps themself
@@ -314,3 +315,39 @@ def test_a_fixed_assistant_voice_speaks_every_sample_and_the_users_are_drawn_fro
     wrong = koe("run", str(recipe), "--set", "profile=embedded", "--set", "duplex.assistant_speaker=nobody",
                 "--output", str(tmp_path / "other"), "--executor", "inline", check=False)  # fmt: skip
     assert wrong.returncode == 2 and "duplex.assistant_speaker 'nobody' is not a voice of the bank" in wrong.stderr
+
+
+def test_a_long_turn_is_split_into_inter_pausal_units_at_its_particles(voices):
+    from pipeline.kinds.duplex import cut_to_speech, split_into_ipus
+    from pipeline.listen import speech_segments
+    from pipeline.recipe import IPUConfig
+
+    backend = load_backend("openjtalk", {"max_chars": 200})
+    text = "私は先週の週末に友達と一緒に近所の公園で桜を見ながらお弁当を食べました。"
+    audio, alignment = backend.synthesize_aligned(text, voices["user"], 0)
+    whole = cut_to_speech(audio, alignment, backend.sample_rate)
+    split = split_into_ipus(whole, backend.sample_rate, IPUConfig(split_share=1.0), np.random.default_rng(3))
+    rate = backend.sample_rate
+    added = [(a, b) for a, b in split.alignment.pauses if (a, b) not in whole.alignment.pauses]
+    assert len(added) >= 2 and split.audio.size > whole.audio.size
+    assert [w.word for w in split.alignment.words] == [w.word for w in whole.alignment.words]
+    starts = [w.start for w in split.alignment.words]
+    assert starts == sorted(starts)
+    for a, b in added:  # silence where the pauses were put, 0.2-0.45 s each
+        assert (
+            0.2 - 1e-3 <= b - a <= 0.45 + 1e-3 and np.abs(split.audio[round(a * rate) : round(b * rate)]).max() < 1e-6
+        )
+    heard = lambda piece: len(speech_segments(piece.audio[piece.onset : piece.offset], rate))  # noqa: E731
+    assert heard(split) > heard(whole)
+
+
+def test_the_duplex_recipe_takes_turns_within_the_human_ranges_where_it_can(duplex_output):
+    """On the bundled rows (instruction data, OpenJTalk) the fitted defaults put these figures inside J-Moshi's
+    human ranges; both-talking share and overlaps per minute stay just outside (see README)."""
+    from pipeline.duplex_stats import HUMAN, duplex_stats
+
+    heard = duplex_stats(duplex_output).heard
+    for name in ("backchannels_per_minute", "ipu_median_seconds", "overlapped_transfer_share"):
+        low, high = HUMAN[name]
+        assert low <= getattr(heard, name) <= high, (name, getattr(heard, name))
+    assert abs(heard.transfer_offset_median_seconds) < 0.2  # Japanese transfers are fast (Stivers et al. 2009)

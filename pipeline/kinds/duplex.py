@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from ..keys import derived_int
 from ..listen import activity_outside, speech_segments
 from ..qc import QualityGate
 from ..readings import kana_reading
-from ..recipe import DuplexConfig, GapConfig, Recipe, RenderConfig
+from ..recipe import DuplexConfig, GapConfig, IPUConfig, Recipe, RenderConfig
 from ..records import Alignment, Dialogue, Rejected, Turn, WordTiming
 from ..render import Aligner, render_turn
 from ..speakers import Speaker, SpeakerBank, assign_speakers, load_bank
@@ -42,6 +43,10 @@ MIN_SAME_CHANNEL_GAP = 0.1  # between two things one speaker says
 AIZUCHI_EDGE_SECONDS = 1.0  # no aizuchi this close to the start of the other's turn
 MIN_HEARD_SHARE = 0.5  # of a planned utterance that the detector must hear as speech
 START_SILENCE_SECONDS = 0.2
+# particles that end a phrase (bunsetsu), where a Japanese listener's aizuchi falls even without a pause
+PHRASE_PARTICLES = frozenset(
+    {"は", "が", "を", "に", "で", "と", "も", "ね", "よ", "な", "から", "けど", "ので", "し", "て"}
+)
 END_SILENCE_SECONDS = 0.3
 
 
@@ -102,17 +107,25 @@ class DuplexSample:
         }
 
 
+def _faded(audio: np.ndarray, sample_rate: int, start: bool = True, end: bool = True) -> np.ndarray:
+    """A float copy of `audio` faded in at its start and out at its end, against clicks at a cut."""
+    piece = audio.astype(np.float32)
+    fade = min(int(FADE_SECONDS * sample_rate), piece.size // 2)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        if start:
+            piece[:fade] *= ramp
+        if end:
+            piece[-fade:] *= ramp[::-1]
+    return piece
+
+
 def cut_to_speech(audio: np.ndarray, alignment: Alignment, sample_rate: int) -> Placed:
     """The render from just before its first word to just after its last, faded at both cuts."""
     first, last = alignment.words[0].start, alignment.words[-1].end
     begin = max(0, int(round((first - EDGE_SECONDS) * sample_rate)))
     end = min(audio.size, int(round((last + EDGE_SECONDS) * sample_rate)))
-    piece = audio[begin:end].astype(np.float32)
-    fade = min(int(FADE_SECONDS * sample_rate), piece.size // 2)
-    if fade:
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        piece[:fade] *= ramp
-        piece[-fade:] *= ramp[::-1]
+    piece = _faded(audio[begin:end], sample_rate)
     audible = np.flatnonzero(np.abs(piece) > AUDIBLE_LEVEL)
     if audible.size == 0:
         raise Rejected("nothing audible in the render")
@@ -155,16 +168,24 @@ def plan_turns(
 
 
 def aizuchi_times(
-    speaking: tuple[float, float], pauses: list[tuple[float, float]], config: DuplexConfig, rng: np.random.Generator
+    speaking: tuple[float, float],
+    pauses: list[tuple[float, float]],
+    config: DuplexConfig,
+    rng: np.random.Generator,
+    particle_ends: list[float] | None = None,
 ) -> list[float]:
-    """When the listener starts an aizuchi inside a turn: at some of its pauses, as many as the rate gives."""
+    """When the listener starts an aizuchi inside a turn: at some of its phrase boundaries (its pauses and,
+    with `aizuchi.after_particles`, the ends of its particles), as many as the rate gives."""
     start, end = speaking
     aizuchi = config.aizuchi
     if end - start < aizuchi.min_turn_seconds:
         return []
     expected = aizuchi.rate_per_minute * (end - start) / 60
     count = int(expected) + int(rng.random() < expected - int(expected))
-    candidates = [a for a, _ in pauses if start + AIZUCHI_EDGE_SECONDS <= a <= end - EDGE_SECONDS]
+    boundaries = [a for a, _ in pauses]
+    if aizuchi.after_particles:
+        boundaries += particle_ends or []
+    candidates = sorted(t for t in boundaries if start + AIZUCHI_EDGE_SECONDS <= t <= end - EDGE_SECONDS)
     chosen: list[float] = []
     for index in rng.permutation(len(candidates)):
         if len(chosen) == count:
@@ -173,6 +194,48 @@ def aizuchi_times(
         if all(abs(at - other) >= aizuchi.min_spacing_seconds for other in chosen):
             chosen.append(at)
     return sorted(chosen)
+
+
+def split_into_ipus(piece: Placed, sample_rate: int, config: IPUConfig, rng: np.random.Generator) -> Placed:
+    """The turn with pauses put at a share of its phrase boundaries (the ends of phrase-final particles), so a
+    long turn comes out in inter-pausal units as people speak it: silence inserted between the two words,
+    the cut faded on both sides, and everything after it moved later."""
+    words = piece.alignment.words
+    inserted: list[tuple[int, int]] = []  # (sample of the render where silence goes in, samples of silence)
+    last_break = words[0].start if words else 0.0
+    for word, following in zip(words, words[1:], strict=False):
+        if following.start - word.end > 0.05:  # a pause of the render's own
+            last_break = following.start
+        elif (
+            word.word in PHRASE_PARTICLES
+            and min(word.end - last_break, words[-1].end - word.end) >= config.min_unit_seconds
+            and rng.random() < config.split_share
+        ):
+            silence = int(round(rng.uniform(*config.pause_seconds) * sample_rate))
+            inserted.append((int(round(word.end * sample_rate)), silence))
+            last_break = word.end
+    if not inserted:
+        return piece
+    cuts = [0, *(at for at, _ in inserted), piece.audio.size]
+    chunks = []
+    for index, (begin, end) in enumerate(pairwise(cuts)):
+        chunks.append(_faded(piece.audio[begin:end], sample_rate, start=index > 0, end=index < len(inserted)))
+        if index < len(inserted):
+            chunks.append(np.zeros(inserted[index][1], dtype=np.float32))
+
+    def moved(seconds: float) -> float:
+        """Where a moment of the render is once the silences before it are in."""
+        return seconds + sum(n for at, n in inserted if at <= round(seconds * sample_rate)) / sample_rate
+
+    new_pauses = [(moved(at / sample_rate) - n / sample_rate, moved(at / sample_rate)) for at, n in inserted]
+    alignment = Alignment(
+        piece.alignment.unit,
+        piece.alignment.method,
+        [WordTiming(w.word, moved(w.start), moved(w.end)) for w in words],
+        sorted([(moved(a), moved(b)) for a, b in piece.alignment.pauses] + new_pauses),
+    )
+    added = sum(n for _, n in inserted)
+    return Placed(np.concatenate(chunks).astype(piece.audio.dtype), alignment, piece.onset, piece.offset + added)
 
 
 def _free(intervals: list[tuple[float, float]], start: float, end: float) -> bool:
@@ -212,9 +275,10 @@ class DuplexComposer:
         placed = []
         for turn in turns:
             try:
-                placed.append(self._render(turn, speakers[turn.role], seed, self.gate))
+                rendered = self._render(turn, speakers[turn.role], seed, self.gate)
             except Rejected as rejected:
                 raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
+            placed.append(split_into_ipus(rendered, self.rate, self.config.ipu, rng))
         plan = plan_turns([t.role for t in turns], [p.seconds(self.rate) for p in placed], self.config, rng)
 
         spoken: list[tuple[Event, Placed]] = []
@@ -234,7 +298,8 @@ class DuplexComposer:
             listener = next(role for role in CHANNELS if role != event.role)
             origin = event.start - piece.onset / self.rate  # where the piece's audio begins
             pauses = [(origin + a, origin + b) for a, b in piece.alignment.pauses]
-            for at in aizuchi_times((event.start, event.end), pauses, self.config, rng):
+            particles = [origin + w.end for w in piece.alignment.words if w.word in PHRASE_PARTICLES]
+            for at in aizuchi_times((event.start, event.end), pauses, self.config, rng, particles):
                 phrases = self.config.aizuchi.phrases
                 phrase = phrases[int(rng.integers(len(phrases)))]
                 if (phrase, listener) not in said:  # in the listener's own voice, never the speaker's
