@@ -251,9 +251,18 @@ class OverlapConfig(_Strict):
 class AizuchiConfig(_Strict):
     """Backchannels on the listener's channel, at phrase boundaries of the speaker's longer turns."""
 
-    rate_per_minute: float = Field(default=15.0, ge=0, description="expected aizuchi per minute of the other's speech")
+    rate_per_minute: float = Field(default=12.0, ge=0, description="expected aizuchi per minute of the other's speech")
     min_turn_seconds: float = Field(default=1.5, ge=0, description="shorter turns get none")
-    phrases: list[str] = Field(default_factory=lambda: ["はい", "うん", "ええ", "そうですね", "なるほど"], min_length=1)
+    phrases: list[str] = Field(
+        default_factory=lambda: ["はい", "ええ", "そうですね", "なるほど", "そうなんですね"],
+        min_length=1,
+        description="said to a speaker who speaks politely (です, ます)",
+    )
+    casual_phrases: list[str] = Field(
+        default_factory=lambda: ["うん", "へえ", "そうなんだ", "なるほどね", "そっか", "うんうん"],
+        min_length=1,
+        description="said to a speaker who speaks casually",
+    )
     min_spacing_seconds: float = Field(default=1.0, ge=0, description="between two aizuchi of one turn")
     delay_seconds: tuple[float, float] = Field(default=(0.0, 0.15), description="after the phrase boundary")
     after_particles: bool = Field(

@@ -16,6 +16,7 @@ so both voices and their backchannels are level-matched; nothing on either chann
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
@@ -44,6 +45,8 @@ AIZUCHI_EDGE_SECONDS = 1.0  # no aizuchi this close to the start of the other's 
 MIN_HEARD_SHARE = 0.5  # of a planned utterance that the detector must hear as speech
 START_SILENCE_SECONDS = 0.2
 # particles that end a phrase (bunsetsu), where a Japanese listener's aizuchi falls even without a pause
+QUESTION_ENDINGS = frozenset({"か", "？", "?"})  # a pause after these follows a question
+POLITE = re.compile(r"です|でし|ます|まし|ございます|ください")  # a speaker who talks politely gets polite aizuchi
 PHRASE_PARTICLES = frozenset(
     {"は", "が", "を", "に", "で", "と", "も", "ね", "よ", "な", "から", "けど", "ので", "し", "て"}
 )
@@ -196,6 +199,16 @@ def aizuchi_times(
     return sorted(chosen)
 
 
+def _not_after_questions(alignment: Alignment) -> list[tuple[float, float]]:
+    """The pauses of a turn that do not follow a question: a question asks for an answer, not an aizuchi."""
+    kept = []
+    for a, b in alignment.pauses:
+        before = [w for w in alignment.words if w.end <= a + 0.01]
+        if not before or before[-1].word not in QUESTION_ENDINGS:
+            kept.append((a, b))
+    return kept
+
+
 def split_into_ipus(piece: Placed, sample_rate: int, config: IPUConfig, rng: np.random.Generator) -> Placed:
     """The turn with pauses put at a share of its phrase boundaries (the ends of phrase-final particles), so a
     long turn comes out in inter-pausal units as people speak it: silence inserted between the two words,
@@ -294,14 +307,16 @@ class DuplexComposer:
             busy[turn.role].append((event.start, event.end))
 
         said: dict[tuple[str, str], Placed] = {}  # each listener's aizuchi phrase is rendered once per sample
+        last_said: dict[str, str] = {}
         for event, piece in list(spoken):
             listener = next(role for role in CHANNELS if role != event.role)
             origin = event.start - piece.onset / self.rate  # where the piece's audio begins
-            pauses = [(origin + a, origin + b) for a, b in piece.alignment.pauses]
+            pauses = [(origin + a, origin + b) for a, b in _not_after_questions(piece.alignment)]
             particles = [origin + w.end for w in piece.alignment.words if w.word in PHRASE_PARTICLES]
+            phrases = self._register_phrases(event.text)
             for at in aizuchi_times((event.start, event.end), pauses, self.config, rng, particles):
-                phrases = self.config.aizuchi.phrases
-                phrase = phrases[int(rng.integers(len(phrases)))]
+                choices = [p for p in phrases if p != last_said.get(listener)] or phrases  # varied, not repeated
+                phrase = choices[int(rng.integers(len(choices)))]
                 if (phrase, listener) not in said:  # in the listener's own voice, never the speaker's
                     said[phrase, listener] = self._aizuchi(phrase, listener, speakers[listener], seed)
                 heard = said[phrase, listener]
@@ -309,6 +324,7 @@ class DuplexComposer:
                 end = round(at + heard.seconds(self.rate), 6)
                 if _free(busy[listener], at, end):
                     busy[listener].append((at, end))
+                    last_said[listener] = phrase
                     spoken.append((Event("aizuchi", listener, CHANNELS[listener], at, end, phrase, event.turn), heard))
         with timed("compose"):  # the renders above are timed as renders (and their checks as qc)
             spoken.sort(key=lambda item: (item[0].start, item[0].channel))
@@ -322,6 +338,11 @@ class DuplexComposer:
             for channel in CHANNELS.values():  # each is under the ceiling and none share a channel: a guard
                 stereo[:, channel] = peak_safe(stereo[:, channel])
             return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation)
+
+    def _register_phrases(self, text: str) -> list[str]:
+        """The aizuchi that fit how the speaker talks: polite ones to です/ます speech, casual ones otherwise."""
+        aizuchi = self.config.aizuchi
+        return aizuchi.phrases if POLITE.search(text) else aizuchi.casual_phrases
 
     def _on_a_sample(self, seconds: float) -> float:
         """Times are placed on whole samples, so the recorded timeline is exactly where the audio is."""
