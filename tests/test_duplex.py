@@ -373,3 +373,37 @@ def test_aizuchi_fit_the_speakers_register_vary_and_never_follow_a_question(voic
     for role in CHANNELS:
         said = [e.text for e in sample.events if e.kind == "aizuchi" and e.role == role]
         assert all(a != b for a, b in zip(said, said[1:], strict=False)), said  # never the same twice running
+
+
+class _FailsOneText:
+    """OpenJTalk, failing for one text as a neural TTS fails for a turn (a test double over the real backend)."""
+
+    def __init__(self, failing: str):
+        self.inner, self.failing = load_backend("openjtalk", {"max_chars": 200}), failing
+        self.name, self.sample_rate, self.max_chars, self.deterministic = "openjtalk", 48000, 200, True
+
+    def describe(self):
+        return self.inner.describe()
+
+    def synthesize(self, text, speaker, seed):
+        return self.synthesize_aligned(text, speaker, seed)[0]
+
+    def synthesize_aligned(self, text, speaker, seed):
+        audio, alignment = self.inner.synthesize_aligned(text, speaker, seed)
+        return (audio[:0] if text == self.failing else audio), alignment
+
+
+def test_a_turn_that_will_not_render_cuts_the_dialogue_there_instead_of_losing_it(voices):
+    from pipeline.records import Rejected
+
+    config = DuplexConfig()
+    late = make_dialogue()
+    composer = DuplexComposer(_FailsOneText(late.turns[2].tts_text), RenderConfig(), config, RATE, False, None)
+    sample = composer.compose(late, voices, seed=11)
+    assert sample.cut == {"at_turn": 3, "reason": sample.cut["reason"], "turns_dropped": 2}
+    assert len(late.turns) == 2 and {e.turn for e in sample.events} <= {0, 1}
+    assert sample.json_fields()["cut"]["at_turn"] == 3
+    early = make_dialogue()
+    composer = DuplexComposer(_FailsOneText(early.turns[1].tts_text), RenderConfig(), config, RATE, False, None)
+    with pytest.raises(Rejected, match="turn 2: "):  # no exchange before it: nothing to keep
+        composer.compose(early, voices, seed=11)

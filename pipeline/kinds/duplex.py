@@ -44,6 +44,7 @@ MIN_SAME_CHANNEL_GAP = 0.1  # between two things one speaker says
 AIZUCHI_EDGE_SECONDS = 1.0  # no aizuchi this close to the start of the other's turn
 MIN_HEARD_SHARE = 0.5  # of a planned utterance that the detector must hear as speech
 START_SILENCE_SECONDS = 0.2
+MIN_KEPT_TURNS = 2  # a dialogue cut at a turn that cannot be rendered keeps at least one exchange
 # particles that end a phrase (bunsetsu), where a Japanese listener's aizuchi falls even without a pause
 QUESTION_ENDINGS = frozenset({"か", "？", "?"})  # a pause after these follows a question
 POLITE = re.compile(r"です|でし|ます|まし|ございます|ください")  # a speaker who talks politely gets polite aizuchi
@@ -92,6 +93,7 @@ class DuplexSample:
     alignment: Alignment  # both channels, words sorted by start
     word_roles: list[str]  # the role of each word in `alignment`
     augmentation: dict | None
+    cut: dict | None = None  # where the dialogue was cut because a turn could not be rendered, and why
 
     def json_fields(self) -> dict:
         """What the sample JSON records of the composition (a fixed set of fields for every sample)."""
@@ -107,6 +109,7 @@ class DuplexSample:
                 ],
             },
             "augmentation": self.augmentation,
+            "cut": self.cut,
         }
 
 
@@ -285,12 +288,19 @@ class DuplexComposer:
         """Render every voiced turn, lay out the timeline, mix both channels; sets each turn's start and end."""
         rng = np.random.default_rng(derived_int("duplex", seed))
         turns = dialogue.spoken_turns(tuple(CHANNELS))
-        placed = []
-        for turn in turns:
+        placed, cut = [], None
+        for kept, turn in enumerate(turns):
+            number = dialogue.turns.index(turn) + 1
             try:
                 rendered = self._render(turn, speakers[turn.role], seed, self.gate)
             except Rejected as rejected:
-                raise Rejected(f"turn {dialogue.turns.index(turn) + 1}: {rejected.reason}") from None
+                if kept < MIN_KEPT_TURNS:  # not yet an exchange to keep
+                    raise Rejected(f"turn {number}: {rejected.reason}") from None
+                # one turn that will not render does not lose the dialogue: it ends before that turn
+                cut = {"at_turn": number, "reason": rejected.reason, "turns_dropped": len(dialogue.turns) - number + 1}
+                dialogue.turns = dialogue.turns[: number - 1]
+                turns = turns[:kept]
+                break
             placed.append(split_into_ipus(rendered, self.rate, self.config.ipu, rng))
         plan = plan_turns([t.role for t in turns], [p.seconds(self.rate) for p in placed], self.config, rng)
 
@@ -337,7 +347,7 @@ class DuplexComposer:
                 augmentation = augment_user_channel(stereo, self.rate, self.config.augment, rng)  # peak-safe itself
             for channel in CHANNELS.values():  # each is under the ceiling and none share a channel: a guard
                 stereo[:, channel] = peak_safe(stereo[:, channel])
-            return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation)
+            return DuplexSample(to_int16(stereo), events, alignment, roles, augmentation, cut)
 
     def _register_phrases(self, text: str) -> list[str]:
         """The aizuchi that fit how the speaker talks: polite ones to です/ます speech, casual ones otherwise."""
@@ -441,6 +451,7 @@ class Duplex(SpeechKind):
         "timeline": "every turn and aizuchi: role, channel, start, end, text, gap to the previous turn",
         "alignments": "every word with its start, end and role, in time order",
         "augmentation": "what was applied to the user channel, if anything",
+        "cut": "where the dialogue was cut because a turn could not be rendered (turn, reason), if it was",
     }
 
     def voices(self, bank: SpeakerBank, key: str, recipe: Recipe) -> dict[str, Speaker]:
