@@ -1,7 +1,7 @@
 """`koe export`: duplex shards into the layouts the full-duplex fine-tuning codebases read.
 
 - `moshi` (kyutai-labs/moshi-finetune): `audio/<key>.wav` (stereo, 24 kHz, 16-bit; left = the
-  assistant, right = the user), beside it `audio/<key>.json` = `{"alignments": [[word, [start, end],
+  assistant, right = the user), beside it `audio/<key>.json` = `{"alignments": [[phrase, [start, end],
   speaker], ...]}` sorted by start, with speaker `SPEAKER_MAIN` (the assistant) or `SPEAKER_OTHER`
   (the user); and `manifest.jsonl` of `{"path", "duration"}` with absolute paths, because
   moshi-finetune opens each JSON next to the path it is given, relative to its working folder.
@@ -24,12 +24,15 @@ import soundfile as sf
 
 from .audio import decode_flac, resample, to_int16
 from .kinds import KINDS
+from .kinds.duplex import PHRASE_PARTICLES, QUESTION_ENDINGS
 from .shards import Output, output_samples
 
 MOSHI_RATE = 24000  # Mimi's rate: both codebases load audio at 24 kHz
 MOSHI_SPEAKERS = {"assistant": "SPEAKER_MAIN", "user": "SPEAKER_OTHER"}
 JMOSHI_SPEAKERS = {"assistant": "A", "user": "B"}
 LAYOUTS = ("moshi", "jmoshi")
+PHRASE_GAP_SECONDS = 0.15  # a longer silence between two words of one speaker ends a phrase
+PHRASE_ENDINGS = PHRASE_PARTICLES | QUESTION_ENDINGS
 
 
 @dataclass
@@ -57,6 +60,33 @@ def duplex_samples(directory: Path) -> Iterator[tuple[str, np.ndarray, dict]]:
         yield sample.key, audio, document
 
 
+def phrases(words: list[dict]) -> list[dict]:
+    """Each speaker's words joined into phrases (up to a phrase-final particle, a pause or a question), in
+    time order: the units moshi-finetune's interleaver keeps whole.
+
+    Its interleaver gives an entry one text token per audio frame (12.5 Hz) from the entry's start, and the
+    next entry's start replaces what is left of it. One entry per OpenJTalk word is mostly one or two
+    morae, and each tokenizes with a leading space piece: the particle after it starts before its own
+    tokens are out, and is lost (7.3 % of the assistant's tokens). A phrase lasts long enough for its
+    tokens."""
+    joined: list[dict] = []
+    for role in dict.fromkeys(w["role"] for w in words):
+        current: dict | None = None
+        for word in (w for w in words if w["role"] == role):
+            if current is not None and word["start"] - current["end"] <= PHRASE_GAP_SECONDS:
+                current = {**current, "word": current["word"] + word["word"], "end": word["end"]}
+            else:
+                if current is not None:
+                    joined.append(current)
+                current = dict(word)
+            if word["word"] in PHRASE_ENDINGS:
+                joined.append(current)
+                current = None
+        if current is not None:
+            joined.append(current)
+    return sorted(joined, key=lambda p: (p["start"], p["role"]))
+
+
 def export(layout: str, directory: Path, dest: Path) -> ExportSummary:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown export layout {layout!r}: use one of {', '.join(LAYOUTS)}")
@@ -72,7 +102,7 @@ def export(layout: str, directory: Path, dest: Path) -> ExportSummary:
             sf.write(wav, audio, MOSHI_RATE, subtype="PCM_16")
             words = document["alignments"]["words"]
             if layout == "moshi":
-                alignments = [[w["word"], [w["start"], w["end"]], MOSHI_SPEAKERS[w["role"]]] for w in words]
+                alignments = [[p["word"], [p["start"], p["end"]], MOSHI_SPEAKERS[p["role"]]] for p in phrases(words)]
                 _write_json(wav.with_suffix(".json"), {"alignments": alignments})
             else:
                 transcript = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -233,6 +234,46 @@ def test_moshi_export_follows_moshi_finetunes_loading_rules(duplex_output, tmp_p
             channel = 0 if speaker == "SPEAKER_MAIN" else 1  # the main speaker (the model) is the left channel
             piece = audio[int(start * rate) : int(end * rate) + 1, channel]
             assert np.abs(piece.astype(np.int32)).max() > 40, (word, speaker)
+
+
+def _tokens_kept(alignments: list, frame_rate: float = 12.5) -> tuple[int, int]:
+    """(content tokens emitted, content tokens in all) of the main speaker's text stream, by moshi-finetune's
+    interleaver rules: an entry's tokens go out one per frame from the frame it starts in, and an entry that
+    starts replaces what is left of the one before. Its SentencePiece model cannot be had here, so a double
+    tokenizes as Japanese text does: a leading space piece, then a piece per two characters."""
+    main = sorted((a for a in alignments if a[2] == "SPEAKER_MAIN"), key=lambda a: a[1][0])
+    tokenized = [(["▁"] + [word[i : i + 2] for i in range(0, len(word), 2)], start) for word, (start, _), _ in main]
+    frames = math.ceil(max((a[1][1] for a in main), default=0.0) * frame_rate) + 50
+    pending, emitted, index = [], 0, 0
+    for t in range(frames):
+        while index < len(tokenized) and tokenized[index][1] * frame_rate < t + 1:
+            pending = list(tokenized[index][0])
+            index += 1
+        if pending:
+            emitted += pending.pop(0) != "▁"
+    return emitted, sum(len(pieces) - 1 for pieces, _ in tokenized)
+
+
+def test_the_moshi_export_keeps_every_text_token_through_the_interleaver(duplex_output, tmp_path):
+    from pipeline.export import phrases
+
+    dest = tmp_path / "moshi"
+    koe("export", "moshi", str(duplex_output), str(dest))
+    kept = total = word_kept = word_total = 0
+    for sample in output_samples(duplex_output):
+        words = sample.document["alignments"]["words"]
+        exported = json.load(open(dest / "audio" / f"{sample.key}.json"))["alignments"]
+        assert [a[0] for a in exported] == [p["word"] for p in phrases(words)]
+        assert "".join(a[0] for a in exported if a[2] == "SPEAKER_MAIN") == "".join(
+            w["word"] for w in words if w["role"] == "assistant"
+        )  # every word is in one phrase, in order
+        k, n = _tokens_kept(exported)
+        kept, total = kept + k, total + n
+        per_word = [[w["word"], [w["start"], w["end"]], "SPEAKER_MAIN"] for w in words if w["role"] == "assistant"]
+        k, n = _tokens_kept(per_word)
+        word_kept, word_total = word_kept + k, word_total + n
+    assert word_kept < word_total  # one entry per word loses tokens, as measured with the real model
+    assert kept == total, f"{total - kept} of {total} tokens lost"
 
 
 def test_jmoshi_export_lists_both_speakers_words_in_time_order(duplex_output, tmp_path):
