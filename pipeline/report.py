@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .duplex_stats import HUMAN, DuplexStats, duplex_stats
 from .fsd50k import Clip as SoundClip
 from .kinds import kind_named
 from .shards import atomic_write_bytes, output_samples
@@ -41,6 +42,8 @@ h1 { margin-bottom: 0.2rem; } .sub { color: #666; margin-top: 0; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1.5rem; }
 figure { margin: 0; } figcaption { color: #555; font-size: 0.9rem; } svg { width: 100%; height: auto; }
 table.listen { border-collapse: collapse; width: 100%; margin-top: 1rem; }
+table.turns { border-collapse: collapse; margin-top: 0.5rem; } .turns .outside { color: #b3261e; }
+.turns th, .turns td { border-top: 1px solid #dde2e8; padding: 0.3rem 0.8rem; text-align: left; }
 .listen th, .listen td { border-top: 1px solid #dde2e8; padding: 0.6rem; text-align: left; vertical-align: top; }
 .listen .what { color: #555; font-size: 0.85rem; } .listen audio { width: 100%; min-width: 14rem; }
 .listen dl { margin: 0; display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 0.8rem; }
@@ -334,7 +337,36 @@ def listening_section(facts: OutputFacts, clips: list[Clip]) -> str:
     return f'{heading}\n<table class="listen">\n{rows}\n</table>\n'
 
 
-def render_report(facts: OutputFacts, clips: list[Clip] | None = None) -> str:
+TURN_TAKING_DIALOGUES = 200  # the report measures the turn-taking of at most this many dialogues
+
+
+def turn_taking_section(stats: DuplexStats | None) -> str:
+    """The turn-taking heard in the audio, beside the designed timeline and the human ranges (a table)."""
+    if stats is None:
+        return ""
+    rows = []
+    for name, (low, high) in HUMAN.items():
+        heard, designed = getattr(stats.heard, name), getattr(stats.designed, name)
+        inside = heard is not None and low <= heard <= high
+        mark = "" if inside else ' class="outside"'
+        cells = [f"{v:.3f}" if v is not None else "-" for v in (heard, designed)]
+        rows.append(
+            f"<tr><th>{html.escape(name.replace('_', ' '))}</th><td{mark}>{cells[0]}</td><td>{cells[1]}</td>"
+            f"<td>{low:g}\u2013{high:g}</td></tr>"
+        )
+    note = (
+        f"{stats.dialogues} dialogue(s), {stats.heard.seconds / 60:.1f} min: silero-vad on each channel, segments "
+        "under 0.2 s apart joined into inter-pausal units, as measured on J-Moshi's real Japanese dialogues "
+        "(koe duplex-stats)."
+    )
+    head = "<tr><th>figure</th><th>heard</th><th>designed</th><th>human</th></tr>"
+    return (
+        f'<h2>Turn-taking, measured from the audio</h2><p class="sub">{html.escape(note)}</p>\n'
+        f'<table class="turns">{head}{"".join(rows)}</table>\n'
+    )
+
+
+def render_report(facts: OutputFacts, clips: list[Clip] | None = None, turn_taking: DuplexStats | None = None) -> str:
     recipe = facts.recipe
     numbers = [
         ("samples", f"{len(facts.samples):,}"),
@@ -358,7 +390,7 @@ def render_report(facts: OutputFacts, clips: list[Clip] | None = None) -> str:
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f'<style>{STYLE}</style></head>\n<body><h1>{title}</h1><p class="sub">{subtitle}</p>'
         f'<div class="numbers">{tiles}</div>\n<div class="plots">\n{figures}\n</div>\n'
-        f"{listening_section(facts, clips or [])}</body></html>\n"
+        f"{turn_taking_section(turn_taking)}{listening_section(facts, clips or [])}</body></html>\n"
     )
 
 
@@ -367,5 +399,7 @@ def write_report(directory: Path, path: Path) -> Path:
     if not facts.samples:
         raise ValueError(f"{directory}: no written samples to report on")
     clips = listening_clips(directory, facts)
-    atomic_write_bytes(Path(path), render_report(facts, clips).encode("utf-8"))
+    two_channel = kind_named(facts.kind).channels == 2
+    turn_taking = duplex_stats(directory, TURN_TAKING_DIALOGUES) if two_channel else None
+    atomic_write_bytes(Path(path), render_report(facts, clips, turn_taking).encode("utf-8"))
     return Path(path)

@@ -89,6 +89,14 @@ def test_the_duplex_report_shows_turn_taking(duplex_output, tmp_path):
     captions = " | ".join(read_page(tmp_path / "r.html").captions)
     assert "Turn-taking: gap before each turn" in captions and "turns overlap" in captions
     assert "Aizuchi per minute of dialogue" in captions
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    table = page[page.index("Turn-taking, measured from the audio") :]
+    from pipeline.duplex_stats import HUMAN, duplex_stats
+
+    heard = duplex_stats(duplex_output).heard
+    for name, (low, high) in HUMAN.items():  # each figure heard, beside its human range
+        assert f"<th>{name.replace('_', ' ')}</th><td" in table and f"{low:g}\u2013{high:g}" in table
+        assert f"{getattr(heard, name):.3f}" in table
 
 
 def test_a_folder_that_is_no_output_gets_a_clear_error(tmp_path):
