@@ -364,6 +364,10 @@ def export(
     layout: Annotated[ExportLayout, typer.Argument(help="moshi or jmoshi")],
     directory: Annotated[Path, typer.Argument(help="output folder of a duplex `koe run`")],
     dest: Annotated[Path, typer.Argument(help="folder to write")],
+    min_seconds: Annotated[
+        float | None,
+        typer.Option(min=1, help="pack consecutive dialogues into files of at least this many seconds"),
+    ] = None,
 ) -> None:
     """A duplex output in the layout of full-duplex training code, with manifest.jsonl.
 
@@ -373,12 +377,10 @@ def export(
     from .export import export as write_layout
 
     try:
-        summary = write_layout(layout.value, directory, dest)
+        summary = write_layout(layout.value, directory, dest, min_seconds)
     except ValueError as exc:
         _fail(str(exc))
-    typer.echo(
-        f"{dest}: {summary.samples} dialogues, {summary.seconds / 3600:.3f} h, manifest {dest / 'manifest.jsonl'}"
-    )
+    typer.echo(f"{dest}: {summary.samples} file(s), {summary.seconds / 3600:.3f} h, manifest {dest / 'manifest.jsonl'}")
 
 
 @app.command("ingest-mono")

@@ -31,6 +31,7 @@ MOSHI_RATE = 24000  # Mimi's rate: both codebases load audio at 24 kHz
 MOSHI_SPEAKERS = {"assistant": "SPEAKER_MAIN", "user": "SPEAKER_OTHER"}
 JMOSHI_SPEAKERS = {"assistant": "A", "user": "B"}
 LAYOUTS = ("moshi", "jmoshi")
+PACK_GAP_SECONDS = 1.0  # silence between two dialogues packed into one file
 PHRASE_GAP_SECONDS = 0.15  # a longer silence between two words of one speaker ends a phrase
 PHRASE_ENDINGS = PHRASE_PARTICLES | QUESTION_ENDINGS
 
@@ -87,7 +88,45 @@ def phrases(words: list[dict]) -> list[dict]:
     return sorted(joined, key=lambda p: (p["start"], p["role"]))
 
 
-def export(layout: str, directory: Path, dest: Path) -> ExportSummary:
+def packed(
+    samples: Iterator[tuple[str, np.ndarray, dict]], min_seconds: float | None
+) -> Iterator[tuple[str, np.ndarray, list[dict]]]:
+    """(name, audio, words) per file to write: each dialogue, or with `min_seconds` consecutive dialogues
+    joined (`PACK_GAP_SECONDS` of silence between) until they last that long, so a loader's length filter
+    drops none and its fixed-length windows hold no padding. A short rest joins the last pack; a pack is
+    named after its first dialogue and how many it holds."""
+    if min_seconds is None:
+        for key, audio, document in samples:
+            yield key, audio, document["alignments"]["words"]
+        return
+    gap = np.zeros((int(PACK_GAP_SECONDS * MOSHI_RATE), 2), dtype=np.int16)
+    held: list[tuple[str, np.ndarray, list[dict]]] = []
+    ready: list[tuple[str, np.ndarray, list[dict]]] = []  # a full pack, written once the next one is full too
+
+    def join(parts: list[tuple[str, np.ndarray, list[dict]]]) -> tuple[str, np.ndarray, list[dict]]:
+        audio, words, offset = [], [], 0.0
+        for index, (_, pcm, timed) in enumerate(parts):
+            if index:
+                audio.append(gap)
+                offset += gap.shape[0] / MOSHI_RATE
+            audio.append(pcm)
+            words += [{**w, "start": round(w["start"] + offset, 6), "end": round(w["end"] + offset, 6)} for w in timed]
+            offset += pcm.shape[0] / MOSHI_RATE
+        name = parts[0][0] if len(parts) == 1 else f"{parts[0][0]}__{len(parts)}"
+        return name, np.concatenate(audio), words
+
+    for key, audio, document in samples:
+        held.append((key, audio, document["alignments"]["words"]))
+        seconds = sum(pcm.shape[0] for _, pcm, _ in held) / MOSHI_RATE + PACK_GAP_SECONDS * (len(held) - 1)
+        if seconds >= min_seconds:
+            if ready:
+                yield join(ready)
+            ready, held = held, []
+    if ready or held:  # a rest too short alone joins the last pack
+        yield join(ready + held)
+
+
+def export(layout: str, directory: Path, dest: Path, min_seconds: float | None = None) -> ExportSummary:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown export layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     audio_dir = dest / "audio"
@@ -97,10 +136,9 @@ def export(layout: str, directory: Path, dest: Path) -> ExportSummary:
     summary = ExportSummary()
     partial = dest / ".manifest.jsonl.partial"
     with open(partial, "w", encoding="utf-8") as manifest:
-        for key, audio, document in duplex_samples(directory):
+        for key, audio, words in packed(duplex_samples(directory), min_seconds):
             wav = (audio_dir / f"{key}.wav").resolve()
             sf.write(wav, audio, MOSHI_RATE, subtype="PCM_16")
-            words = document["alignments"]["words"]
             if layout == "moshi":
                 alignments = [[p["word"], [p["start"], p["end"]], MOSHI_SPEAKERS[p["role"]]] for p in phrases(words)]
                 _write_json(wav.with_suffix(".json"), {"alignments": alignments})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -448,3 +449,23 @@ def test_a_turn_that_will_not_render_cuts_the_dialogue_there_instead_of_losing_i
     composer = DuplexComposer(_FailsOneText(early.turns[1].tts_text), RenderConfig(), config, RATE, False, None)
     with pytest.raises(Rejected, match="turn 2: "):  # no exchange before it: nothing to keep
         composer.compose(early, voices, seed=11)
+
+
+def test_packed_exports_join_dialogues_to_the_length_a_loader_keeps_and_lose_nothing(duplex_output, tmp_path):
+    from pipeline.export import PACK_GAP_SECONDS
+
+    documents = [s.document for s in output_samples(duplex_output)]
+    total = sum(d["audio"]["duration"] for d in documents)
+    shortest = 30.0
+    assert total > 2 * shortest
+    dest = tmp_path / "packed"
+    koe("export", "jmoshi", str(duplex_output), str(dest), "--min-seconds", str(shortest))
+    entries = [json.loads(line) for line in (dest / "manifest.jsonl").read_text().splitlines()]
+    assert 1 < len(entries) < len(documents) and all(e["duration"] >= shortest for e in entries)
+    gaps = (len(documents) - len(entries)) * PACK_GAP_SECONDS
+    assert sum(e["duration"] for e in entries) == pytest.approx(total + gaps, abs=0.01)
+    words = [json.load(open(dest / "text" / (Path(e["path"]).stem + ".json"))) for e in entries]
+    assert sum(len(w) for w in words) == sum(len(d["alignments"]["words"]) for d in documents)
+    for entry, transcript in zip(entries, words, strict=True):
+        starts = [w["start"] for w in transcript]
+        assert starts == sorted(starts) and transcript[-1]["end"] <= entry["duration"]
