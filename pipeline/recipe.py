@@ -243,9 +243,21 @@ class GapConfig(_Strict):
 
 
 class OverlapConfig(_Strict):
-    share: float = Field(default=0.25, ge=0, le=1, description="share of turns that start before the other has ended")
+    share: float = Field(default=0.2, ge=0, le=1, description="share of turns that start before the other has ended")
     seconds: tuple[float, float] = Field(default=(0.4, 1.2), description="how long before the other's end")
     _ordered = field_validator("seconds")(_ordered_range)
+
+
+class InterruptionConfig(_Strict):
+    """Turns that cut the other off: the other stops at a phrase boundary soon after, as a yielding speaker does."""
+
+    share: float = Field(
+        default=0.05, ge=0, le=1, description="share of the turns that start while the other is mid-turn"
+    )
+    overlap_seconds: tuple[float, float] = Field(
+        default=(0.1, 0.4), description="how long the interrupted speaker goes on over the interrupter"
+    )
+    _ordered = field_validator("overlap_seconds")(_ordered_range)
 
 
 class AizuchiConfig(_Strict):
@@ -310,6 +322,7 @@ class DuplexConfig(_Strict):
 
     gap: GapConfig = GapConfig()
     overlap: OverlapConfig = OverlapConfig()
+    interruption: InterruptionConfig = InterruptionConfig()
     aizuchi: AizuchiConfig = AizuchiConfig()
     ipu: IPUConfig = IPUConfig()
     augment: AugmentConfig = AugmentConfig()

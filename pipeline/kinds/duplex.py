@@ -48,9 +48,7 @@ MIN_KEPT_TURNS = 2  # a dialogue cut at a turn that cannot be rendered keeps at 
 # particles that end a phrase (bunsetsu), where a Japanese listener's aizuchi falls even without a pause
 QUESTION_ENDINGS = frozenset({"か", "？", "?"})  # a pause after these follows a question
 POLITE = re.compile(r"です|でし|ます|まし|ございます|ください")  # a speaker who talks politely gets polite aizuchi
-PHRASE_PARTICLES = frozenset(
-    {"は", "が", "を", "に", "で", "と", "も", "ね", "よ", "な", "から", "けど", "ので", "し", "て"}
-)
+PHRASE_PARTICLES = frozenset({"は", "が", "を", "に", "で", "と", "も", "ね", "よ", "な", "から", "けど", "ので"})
 END_SILENCE_SECONDS = 0.3
 
 
@@ -66,6 +64,7 @@ class Event:
     text: str
     turn: int
     gap: float | None = None  # turns: start minus the previous turn's end; negative = overlap
+    interrupted: bool = False  # turns: cut off by the next turn, stopped at a phrase boundary (its words end there)
 
 
 @dataclass
@@ -150,17 +149,24 @@ def draw_gap(rng: np.random.Generator, config: GapConfig) -> float:
 
 
 def plan_turns(
-    roles: list[str], lengths: list[float], config: DuplexConfig, rng: np.random.Generator
+    roles: list[str],
+    lengths: list[float],
+    config: DuplexConfig,
+    rng: np.random.Generator,
+    interrupting: frozenset[int] = frozenset(),
 ) -> list[tuple[float, float | None]]:
     """(start, gap) per turn, the first without a gap: a drawn gap after the previous turn, or for a share
     of the turns an overlap with it; never on top of the same speaker's previous turn, never before the
-    other has said a third of theirs."""
+    other has said a third of theirs. A turn in `interrupting` starts `interruption.overlap_seconds` before
+    the end of the one it cuts off (already stopped at the phrase boundary where it yields)."""
     plan: list[tuple[float, float]] = []
     channel_free = dict.fromkeys(CHANNELS, 0.0)
     previous_start = previous_end = 0.0
     for index, (role, length) in enumerate(zip(roles, lengths, strict=True)):
         if index == 0:
             start = START_SILENCE_SECONDS
+        elif index in interrupting:
+            start = previous_end - rng.uniform(*config.interruption.overlap_seconds)
         elif role != roles[index - 1] and rng.random() < config.overlap.share:
             early = rng.uniform(*config.overlap.seconds)
             start = max(previous_end - early, previous_start + (previous_end - previous_start) / 3)
@@ -212,6 +218,31 @@ def _not_after_questions(alignment: Alignment) -> list[tuple[float, float]]:
     return kept
 
 
+def stop_at_a_phrase_boundary(piece: Placed, sample_rate: int, rng: np.random.Generator) -> Placed | None:
+    """The turn cut off after one of its phrase-final particles (past its first third, a second before its
+    end): the words after it are not said. None when it has no such boundary."""
+    words = piece.alignment.words
+    if len(words) < 2:
+        return None
+    first, last = words[0].start, words[-1].end
+    candidates = [
+        w
+        for w in words[:-1]
+        if w.word in PHRASE_PARTICLES and w.end - first >= (last - first) / 3 and last - w.end >= 1.0
+    ]
+    if not candidates:
+        return None
+    stop = candidates[int(rng.integers(len(candidates)))]
+    audio = _faded(piece.audio[: int(round((stop.end + EDGE_SECONDS) * sample_rate))], sample_rate, start=False)
+    audible = np.flatnonzero(np.abs(audio) > AUDIBLE_LEVEL)
+    if audible.size == 0 or audible[-1] < piece.onset:
+        return None
+    kept_words = [w for w in words if w.end <= stop.end + 1e-9]
+    kept_pauses = [(a, b) for a, b in piece.alignment.pauses if b <= stop.end]
+    alignment = Alignment(piece.alignment.unit, piece.alignment.method, kept_words, kept_pauses)
+    return Placed(audio.astype(piece.audio.dtype), alignment, piece.onset, int(audible[-1]) + 1)
+
+
 def split_into_ipus(piece: Placed, sample_rate: int, config: IPUConfig, rng: np.random.Generator) -> Placed:
     """The turn with pauses put at a share of its phrase boundaries (the ends of phrase-final particles), so a
     long turn comes out in inter-pausal units as people speak it: silence inserted between the two words,
@@ -239,16 +270,19 @@ def split_into_ipus(piece: Placed, sample_rate: int, config: IPUConfig, rng: np.
         if index < len(inserted):
             chunks.append(np.zeros(inserted[index][1], dtype=np.float32))
 
-    def moved(seconds: float) -> float:
-        """Where a moment of the render is once the silences before it are in."""
-        return seconds + sum(n for at, n in inserted if at <= round(seconds * sample_rate)) / sample_rate
+    def moved(seconds: float, after_a_silence: bool) -> float:
+        """Where a moment of the render is once the silences are in: a start at a cut comes after the silence
+        put there, an end at a cut before it."""
+        sample = round(seconds * sample_rate)
+        before = sum(n for at, n in inserted if at < sample or (after_a_silence and at == sample))
+        return seconds + before / sample_rate
 
-    new_pauses = [(moved(at / sample_rate) - n / sample_rate, moved(at / sample_rate)) for at, n in inserted]
+    new_pauses = [(moved(at / sample_rate, False), moved(at / sample_rate, True)) for at, _ in inserted]
     alignment = Alignment(
         piece.alignment.unit,
         piece.alignment.method,
-        [WordTiming(w.word, moved(w.start), moved(w.end)) for w in words],
-        sorted([(moved(a), moved(b)) for a, b in piece.alignment.pauses] + new_pauses),
+        [WordTiming(w.word, moved(w.start, True), moved(w.end, False)) for w in words],
+        sorted([(moved(a, False), moved(b, True)) for a, b in piece.alignment.pauses] + new_pauses),
     )
     added = sum(n for _, n in inserted)
     return Placed(np.concatenate(chunks).astype(piece.audio.dtype), alignment, piece.onset, piece.offset + added)
@@ -302,7 +336,16 @@ class DuplexComposer:
                 turns = turns[:kept]
                 break
             placed.append(split_into_ipus(rendered, self.rate, self.config.ipu, rng))
-        plan = plan_turns([t.role for t in turns], [p.seconds(self.rate) for p in placed], self.config, rng)
+        interrupting = set()
+        for index in range(1, len(turns)):
+            share = self.config.interruption.share
+            if turns[index].role != turns[index - 1].role and share and rng.random() < share:
+                stopped = stop_at_a_phrase_boundary(placed[index - 1], self.rate, rng)
+                if stopped is not None:
+                    placed[index - 1] = stopped
+                    interrupting.add(index)
+        lengths = [p.seconds(self.rate) for p in placed]
+        plan = plan_turns([t.role for t in turns], lengths, self.config, rng, frozenset(interrupting))
 
         spoken: list[tuple[Event, Placed]] = []
         busy: dict[str, list[tuple[float, float]]] = {role: [] for role in CHANNELS}
@@ -313,6 +356,7 @@ class DuplexComposer:
             index = dialogue.turns.index(turn)
             event = Event("turn", turn.role, CHANNELS[turn.role], start, turn.end, turn.spoken_text or "", index)
             event.gap = None if gap is None else round(gap, 6)
+            event.interrupted = len(spoken) + 1 in interrupting
             spoken.append((event, piece))
             busy[turn.role].append((event.start, event.end))
 
