@@ -9,9 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import SourceConfig
+from .recipe import Recipe, SourceConfig
+from .records import SCHEMA_VERSION
 
 MEMBERS = ("flac", "json")
+
+
+def document_head(key: str, kind: str, recipe: Recipe, source_name: str, row_id: str, row_index: int) -> dict:
+    """The fields every sample's JSON opens with, in this order: what made it and the row it was made from."""
+    source = next(s for s in recipe.sources if s.name == source_name)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": key,
+        "kind": kind,
+        "recipe": recipe.name,
+        "source": source_record(source, row_id, row_index),
+    }
 
 
 def source_record(source: SourceConfig, row_id: str, row_index: int) -> dict[str, Any]:

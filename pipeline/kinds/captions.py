@@ -29,8 +29,8 @@ from ..corpora import CLIP_ADAPTERS
 from ..fsd50k import Clip
 from ..keys import attempt_seed, derived_int, sample_seed
 from ..recipe import Recipe
-from ..records import SCHEMA_VERSION, ManifestRow, Rejected, SourceItem
-from ..sample import audio_record, source_record
+from ..records import ManifestRow, Rejected, SourceItem
+from ..sample import audio_record, document_head
 from ..timing import timed
 from .base import Kind, RowMaker
 
@@ -116,13 +116,8 @@ def caption_document(
 ) -> bytes:
     """A captioned clip: its captions per window, the model that made them, and the clip's attribution."""
     row, config = item.row, recipe.captioner
-    source = next(s for s in recipe.sources if s.name == item.source)
     document = {
-        "schema_version": SCHEMA_VERSION,
-        "key": item.key,
-        "kind": Captions.name,
-        "recipe": recipe.name,
-        "source": source_record(source, item.row_id, item.row_index),
+        **document_head(item.key, Captions.name, recipe, item.source, item.row_id, item.row_index),
         "clip": Clip.of(row).to_dict(),
         "audio": audio_record(shape, rate),
         "caption": captioned[0].text if len(captioned) == 1 else " ".join(w.text for w in captioned),

@@ -23,9 +23,9 @@ from ..keys import sample_seed
 from ..qc import make_gate, sample_scores
 from ..readings import estimate_seconds, kana_reading
 from ..recipe import Recipe
-from ..records import SCHEMA_VERSION, Dialogue, ManifestRow, Rejected, SourceItem
+from ..records import Dialogue, ManifestRow, Rejected, SourceItem
 from ..render import render_dialogue
-from ..sample import audio_record, source_record
+from ..sample import audio_record, document_head
 from ..speakable import make_speakable, unspeakable_reason
 from ..speakers import Speaker, SpeakerBank, assign_speakers, check_bank, load_bank
 from ..timing import timed
@@ -123,13 +123,8 @@ def sample_document(
     seed: int,
 ) -> bytes:
     """The sample's JSON; `shape` is the PCM's: (frames,) for mono, (frames, channels) for two channels."""
-    source = next(s for s in recipe.sources if s.name == dialogue.source)
     document = {
-        "schema_version": SCHEMA_VERSION,
-        "key": dialogue.key,
-        "kind": kind.name,
-        "recipe": recipe.name,
-        "source": source_record(source, dialogue.row_id, dialogue.row_index),
+        **document_head(dialogue.key, kind.name, recipe, dialogue.source, dialogue.row_id, dialogue.row_index),
         "speakers": {role: speaker.id for role, speaker in voiced.items()},
         "audio": audio_record(shape, recipe.tts.sample_rate),
         "turns": [_turn_record(t) for t in dialogue.turns],
