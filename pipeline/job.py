@@ -107,7 +107,7 @@ def process_shard(
         if on_row:
             on_row(row)
 
-    in_flight = recipe.execution.items_in_flight
+    in_flight, attempts = recipe.execution.items_in_flight, recipe.execution.row_attempts
     try:
         # Rows are made `items_in_flight` at a time (several synthesis requests to the GPU actors from
         # one task) and written strictly in input order, so the shard's bytes do not depend on timing.
@@ -117,7 +117,6 @@ def process_shard(
                 if kept is not None and item.key not in job.selected:
                     pending.append(_done(kept.take(item.key)))  # the old tar is read in order, here
                 else:
-                    attempts = recipe.execution.row_attempts
                     pending.append(pool.submit(make_with_retries, maker, item, job.name, attempts))
                 while len(pending) > LOOKAHEAD * in_flight:  # a slow row does not stall new requests
                     write(pending.popleft().result())

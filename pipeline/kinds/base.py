@@ -9,11 +9,13 @@ asks the kind; nothing there compares a kind with a name.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..records import ManifestRow, SourceItem
 
 if TYPE_CHECKING:
     from ..recipe import ModelStageConfig, Recipe
-    from ..records import ManifestRow, SourceItem
 
 
 class RowMaker:
@@ -25,6 +27,25 @@ class RowMaker:
 
     def make(self, item: SourceItem, shard: str) -> tuple[dict[str, bytes], ManifestRow]:
         raise NotImplementedError
+
+
+def written(
+    item: SourceItem, shard: str, flac: bytes, document: bytes, seconds: float, render_seconds: float, **fields: Any
+) -> tuple[dict[str, bytes], ManifestRow]:
+    """A made sample's tar members and its manifest row: checksums, duration, generation and render time,
+    plus what the kind records of it (`fields`)."""
+    row = ManifestRow.of(
+        item,
+        shard,
+        "written",
+        duration=round(seconds, 6),
+        flac_sha256=hashlib.sha256(flac).hexdigest(),
+        json_sha256=hashlib.sha256(document).hexdigest(),
+        generation=item.generation,
+        render_seconds=round(render_seconds, 3),
+        **fields,
+    )
+    return {"flac": flac, "json": document}, row
 
 
 class Kind:

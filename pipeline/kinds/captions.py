@@ -10,7 +10,6 @@ times; then the clip is rejected with the reason.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -32,7 +31,7 @@ from ..recipe import Recipe
 from ..records import ManifestRow, Rejected, SourceItem
 from ..sample import audio_record, document_head
 from ..timing import timed
-from .base import Kind, RowMaker
+from .base import Kind, RowMaker, written
 
 CJK_OR_KANA = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 MIN_LATIN_SHARE = 0.9  # of a caption's letters
@@ -155,17 +154,7 @@ class CaptionRowMaker(RowMaker):
         with timed("write"):
             flac = encode_flac(pcm, rate)
             document = caption_document(item, self.recipe, pcm.shape, rate, captioned, self.captioner, seed)
-        row = ManifestRow.of(
-            item,
-            shard,
-            "written",
-            duration=round(pcm.shape[0] / rate, 6),
-            flac_sha256=hashlib.sha256(flac).hexdigest(),
-            json_sha256=hashlib.sha256(document).hexdigest(),
-            generation=item.generation,
-            render_seconds=round(render_seconds, 3),
-        )
-        return {"flac": flac, "json": document}, row
+        return written(item, shard, flac, document, pcm.shape[0] / rate, render_seconds)
 
 
 def attribution_csv(facts) -> bytes:

@@ -9,7 +9,6 @@ in how the audio is made (`SpeechRowMaker.render`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from ..speakable import make_speakable, unspeakable_reason
 from ..speakers import Speaker, SpeakerBank, assign_speakers, check_bank, load_bank
 from ..timing import timed
 from ..tts import TTSBackend, load_backend, needs_reference_audio, reads_kana
-from .base import Kind, RowMaker
+from .base import Kind, RowMaker, written
 
 
 def prepare_dialogue(item: SourceItem, recipe: Recipe, kind: SpeechKind, adapter: Adapter, tts_reads_kana: bool):
@@ -73,10 +72,6 @@ def estimated_seconds(dialogue: Dialogue, roles: tuple[str, ...], gap_seconds: f
     """The sample's length as its readings predict: voiced turns plus the gaps between them."""
     turns = dialogue.spoken_turns(roles)
     return sum(estimate_seconds(t.reading or "") for t in turns) + gap_seconds * (len(turns) - 1)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _turn_record(turn) -> dict[str, Any]:
@@ -183,19 +178,9 @@ class SpeechRowMaker(RowMaker):
         with timed("write"):
             flac = encode_flac(pcm, recipe.tts.sample_rate)
             document = sample_document(dialogue, recipe, self.kind, voiced, pcm.shape, self.backend.describe(), seed)
-        row = ManifestRow.of(
-            item,
-            shard,
-            "written",
-            duration=round(duration, 6),
-            speakers=",".join(s.id for s in voiced.values()),
-            flac_sha256=_sha256(flac),
-            json_sha256=_sha256(document),
-            generation=item.generation,
-            render_seconds=round(render_seconds, 3),
-            **sample_scores([t.qc for t in dialogue.spoken_turns(roles) if t.qc]),
-        )
-        return {"flac": flac, "json": document}, row
+        voices = ",".join(s.id for s in voiced.values())
+        scores = sample_scores([t.qc for t in dialogue.spoken_turns(roles) if t.qc])
+        return written(item, shard, flac, document, duration, render_seconds, speakers=voices, **scores)
 
 
 class SpeechKind(Kind):
